@@ -1,0 +1,1 @@
+"""Reproducible speed measurements; results recorded in RESULTS.md."""

@@ -1,0 +1,1 @@
+"""The service's own tables, engine/session factory and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""The tuning service: REST API, scheduler, dashboard, settings, CLI and client."""

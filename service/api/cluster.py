@@ -1,0 +1,57 @@
+"""``/api/v1/cluster``: Ray nodes, CPUs and GPUs in use, and the queue."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastapi import APIRouter, Depends
+
+from service import repository, runtime, trial_queries
+from service.api.deps import SessionDep, current_user
+from service.schemas import ClusterNodeOut, ClusterOut
+
+router = APIRouter(prefix="/api/v1", tags=["cluster"], dependencies=[Depends(current_user)])
+
+
+@router.get("/cluster", response_model=ClusterOut)
+def cluster(session: SessionDep) -> ClusterOut:
+    """What the cluster has, what is in use, and how much work waits."""
+    nodes = [
+        ClusterNodeOut(
+            node_id=n["NodeID"],
+            address=n.get("NodeManagerAddress", ""),
+            alive=bool(n.get("Alive")),
+            is_head="node:__internal_head__" in n.get("Resources", {}),
+            cpus_total=n["Resources"].get("CPU", 0.0),
+            gpus_total=n["Resources"].get("GPU", 0.0),
+            resources={
+                k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")
+            },
+        )
+        for n in runtime.ray_nodes()
+    ]
+    alive = [n for n in nodes if n.alive]
+    free = runtime.available_resources()
+    cpus_total = sum(n.cpus_total for n in alive)
+    gpus_total = sum(n.gpus_total for n in alive)
+    active = repository.active_studies(session)
+    running = 0
+    waiting_by_owner: Counter[str] = Counter()
+    for study in active:
+        if study.optuna_study_id is None:
+            continue
+        counts = trial_queries.state_counts(session, study.optuna_study_id)
+        running += counts.get("running", 0)
+        finished = sum(counts.get(s, 0) for s in ("complete", "pruned", "fail"))
+        if finished + counts.get("running", 0) < study.n_trials:
+            waiting_by_owner[study.owner] += 1
+    return ClusterOut(
+        nodes=nodes,
+        cpus_total=cpus_total,
+        cpus_in_use=max(0.0, cpus_total - free.get("CPU", cpus_total)),
+        gpus_total=gpus_total,
+        gpus_in_use=max(0.0, gpus_total - free.get("GPU", gpus_total)),
+        running_trials=running,
+        queue_depth=sum(waiting_by_owner.values()),
+        queue_by_owner=dict(waiting_by_owner),
+    )

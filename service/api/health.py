@@ -1,0 +1,51 @@
+"""``/healthz`` and ``/metrics``: liveness for orchestrators, Prometheus for dashboards."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+import ray
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from service.api.deps import StateDep
+from service.schemas import HealthOut
+
+router = APIRouter(tags=["health"])
+
+
+def _version() -> str:
+    try:
+        return version("adamp-tune")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@router.get("/healthz", response_model=HealthOut)
+def healthz(state: StateDep, response: Response) -> HealthOut:
+    """``ok`` when the database answers and Ray is connected; ``503`` otherwise."""
+    try:
+        with state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        database = True
+    except Exception:
+        database = False
+    ray_ok = ray.is_initialized()
+    role = state.scheduler.role if state.scheduler is not None else "off"
+    ok = database and ray_ok
+    if not ok:
+        response.status_code = 503
+    return HealthOut(
+        status="ok" if ok else "degraded",
+        database=database,
+        ray=ray_ok,
+        scheduler=role,  # type: ignore[arg-type]
+        version=_version(),
+    )
+
+
+@router.get("/metrics", response_class=Response)
+def metrics() -> Response:
+    """Prometheus text exposition of the service's metrics."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

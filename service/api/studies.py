@@ -1,0 +1,167 @@
+"""``/api/v1/studies``: submit, list, inspect, cancel studies; parameter importances."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import optuna
+from fastapi import APIRouter, Depends, Query, status
+
+from service import repository, runtime
+from service.api.deps import SessionDep, StateDep, UserDep, current_user
+from service.api.views import study_out
+from service.auth import Principal
+from service.errors import Forbidden, InvalidRequest
+from service.schemas import (
+    ImportanceOut,
+    Page,
+    StudyCreate,
+    StudyOut,
+    StudyStatusName,
+    StudyUpdate,
+)
+from service.state import AppState
+
+router = APIRouter(prefix="/api/v1/studies", tags=["studies"], dependencies=[Depends(current_user)])
+
+
+def _check_fits_cluster(request: StudyCreate) -> None:
+    """Reject a per-trial request that no live node could ever satisfy."""
+    nodes = [n for n in runtime.ray_nodes() if n.get("Alive")]
+    if not nodes:
+        return  # no view of the cluster: the scheduler waits for room instead
+    need = request.resources
+    fits = [
+        n
+        for n in nodes
+        if n["Resources"].get("CPU", 0.0) >= need.cpus
+        and n["Resources"].get("GPU", 0.0) >= need.gpus
+    ]
+    if fits:
+        return
+    most_gpus = max(n["Resources"].get("GPU", 0.0) for n in nodes)
+    most_cpus = max(n["Resources"].get("CPU", 0.0) for n in nodes)
+    field = "gpus" if need.gpus > most_gpus else "cpus"
+    raise InvalidRequest(
+        ("body", "resources", field),
+        f"no node of the cluster can run a trial needing {need.gpus:g} GPUs and "
+        f"{need.cpus:g} CPUs (largest node: {most_gpus:g} GPUs, {most_cpus:g} CPUs); "
+        "lower `resources` or add a node",
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+def submit_study(request: StudyCreate, state: StateDep, user: UserDep) -> StudyOut:
+    """Queue a new study; the scheduler starts its trials as the cluster has room."""
+    _check_fits_cluster(request)
+    study = repository.create_study(state.sessions, state.storage, request, owner=user.name)
+    with state.sessions() as session:
+        return study_out(session, repository.get_study(session, study.id))
+
+
+@router.get("", response_model=Page[StudyOut])
+def list_studies(
+    session: SessionDep,
+    status_: Annotated[list[StudyStatusName] | None, Query(alias="status")] = None,
+    owner: Annotated[str | None, Query(max_length=64)] = None,
+    workload: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[StudyOut]:
+    """Studies, newest first, filtered by status (repeatable), owner and workload."""
+    items, total = repository.list_studies(
+        session, statuses=status_ or [], owner=owner, workload=workload, limit=limit, offset=offset
+    )
+    return Page(items=[study_out(session, s) for s in items], total=total)
+
+
+@router.get("/{study_id}", response_model=StudyOut)
+def get_study(study_id: int, session: SessionDep) -> StudyOut:
+    """One study: status, trial counts per state, best trial, timings."""
+    return study_out(session, repository.get_study(session, study_id))
+
+
+def _check_owner(state: AppState, study_id: int, user: Principal, action: str) -> None:
+    with state.sessions() as session:
+        study = repository.get_study(session, study_id)
+    if study.owner != user.name and not user.admin:
+        raise Forbidden(
+            f"study {study_id} belongs to {study.owner}; only they or an admin can {action} it"
+        )
+
+
+@router.patch("/{study_id}", response_model=StudyOut)
+def change_study(study_id: int, change: StudyUpdate, state: StateDep, user: UserDep) -> StudyOut:
+    """Change a queued or running study's ``priority`` or ``max_concurrent``."""
+    _check_owner(state, study_id, user, "change")
+    repository.update_study(
+        state.sessions, study_id, change.model_dump(exclude_none=True), by=user.name
+    )
+    with state.sessions() as session:
+        return study_out(session, repository.get_study(session, study_id))
+
+
+@router.post("/{study_id}/cancel", response_model=StudyOut)
+def cancel_study(study_id: int, state: StateDep, user: UserDep) -> StudyOut:
+    """Cancel a queued or running study; its running trials are stopped within seconds."""
+    _check_owner(state, study_id, user, "cancel")
+    repository.cancel_study(state.sessions, study_id, by=user.name)
+    with state.sessions() as session:
+        return study_out(session, repository.get_study(session, study_id))
+
+
+@router.get("/{study_id}/events")
+def study_events(study_id: int, session: SessionDep) -> list[dict[str, Any]]:
+    """The study's timeline: submitted, started, trials re-run, ended."""
+    study = repository.get_study(session, study_id)
+    return [
+        {"at": e.at, "kind": e.kind, "message": e.message, "data": e.data}
+        for e in sorted(study.events, key=lambda e: e.id)
+    ]
+
+
+@router.get("/{study_id}/importance", response_model=ImportanceOut)
+def importance(study_id: int, state: StateDep, session: SessionDep) -> ImportanceOut:
+    """Parameter importances (Optuna's fANOVA) over the complete trials."""
+    record = repository.get_study(session, study_id)
+    study = optuna.load_study(study_name=record.name, storage=state.storage)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    evaluator = "fanova"
+    n = len(complete)
+    searched = list(record.spec.get("search_space", {}))
+    if n < 2:
+        return ImportanceOut(
+            study_id=study_id,
+            importances={},
+            n_complete=n,
+            evaluator=evaluator,
+            note="importances need at least 2 complete trials",
+        )
+    if len(searched) < 2:
+        return ImportanceOut(
+            study_id=study_id,
+            importances=dict.fromkeys(searched, 1.0),
+            n_complete=n,
+            evaluator=evaluator,
+            note="only one parameter is searched",
+        )
+    key = (study_id, n)
+    if key not in state.importance_cache:
+        try:
+            # Seeded, so the same trials always give the same answer (no jitter on refresh).
+            values = optuna.importance.get_param_importances(
+                study,
+                params=searched,
+                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+            )
+        except (ValueError, RuntimeError) as err:
+            return ImportanceOut(
+                study_id=study_id, importances={}, n_complete=n, evaluator=evaluator, note=str(err)
+            )
+        state.importance_cache[key] = {k: float(v) for k, v in values.items()}
+    return ImportanceOut(
+        study_id=study_id,
+        importances=state.importance_cache[key],
+        n_complete=n,
+        evaluator=evaluator,
+    )

@@ -1,0 +1,59 @@
+"""``/api/v1/studies/{id}/trials``: pages of trials and single trials."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from service import repository, trial_queries
+from service.api.deps import SessionDep, current_user
+from service.api.views import trial_out
+from service.errors import NotFound
+from service.schemas import Page, TrialOut, TrialStateName
+
+router = APIRouter(
+    prefix="/api/v1/studies/{study_id}/trials",
+    tags=["trials"],
+    dependencies=[Depends(current_user)],
+)
+
+
+@router.get("", response_model=Page[TrialOut])
+def list_trials(
+    study_id: int,
+    session: SessionDep,
+    state: Annotated[list[TrialStateName] | None, Query()] = None,
+    order_by: trial_queries.OrderBy = "number",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    intermediate: bool = True,
+) -> Page[TrialOut]:
+    """Trials of a study, filtered by state (repeatable), ordered, paged."""
+    study = repository.get_study(session, study_id)
+    if study.optuna_study_id is None:
+        return Page(items=[], total=0)
+    rows, total = trial_queries.list_trials(
+        session,
+        study.optuna_study_id,
+        states=state or [],
+        order_by=order_by,
+        limit=limit,
+        offset=offset,
+        with_intermediate=intermediate,
+    )
+    return Page(items=[trial_out(r) for r in rows], total=total)
+
+
+@router.get("/{number}", response_model=TrialOut)
+def get_trial(study_id: int, number: int, session: SessionDep) -> TrialOut:
+    """One trial: params, value, intermediate values, state, placement, attempts."""
+    study = repository.get_study(session, study_id)
+    row = (
+        trial_queries.get_trial(session, study.optuna_study_id, number)
+        if study.optuna_study_id is not None
+        else None
+    )
+    if row is None:
+        raise NotFound(f"study {study_id} has no trial {number}")
+    return trial_out(row)

@@ -1,0 +1,439 @@
+"""Request and response shapes of the REST API (v1), separate from the ORM models.
+
+All input validation lives here, so a handler never re-checks: a bad request is answered
+``422`` with the offending field's path (``search_space.lr.high``, ``fixed.epochs``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from workers.optimizers import OPTIMIZERS, check_optimizer_combination
+from workers.params import ParamSpec
+from workers.registry import all_workloads
+
+OptimizerName = Literal["adamp", "sgdp", "adamw", "sgd"]
+SamplerName = Literal["tpe", "random", "cmaes", "gp", "qmc", "grid"]
+PrunerName = Literal["median", "hyperband", "none"]
+Direction = Literal["maximize", "minimize"]
+StudyStatusName = Literal["queued", "running", "completed", "failed", "cancelled"]
+TrialStateName = Literal["complete", "running", "waiting", "pruned", "fail"]
+
+MAX_TRIALS = 100_000
+MAX_CHOICES = 1_000
+SEED_MAX = 2**31 - 1
+
+T = TypeVar("T")
+
+
+def _field_error(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
+    """A validation error pinned to ``loc`` inside the model being validated."""
+    return ValidationError.from_exception_data(
+        "StudyCreate",
+        [InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)],
+    )
+
+
+class Dimension(BaseModel):
+    """One knob's search range: ``{low, high, log?, step?}`` or ``{choices: [...]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float | None = Field(default=None, description="lower bound (inclusive)")
+    high: float | None = Field(default=None, description="upper bound (inclusive)")
+    log: bool = Field(default=False, description="sample uniformly in log space")
+    step: float | None = Field(default=None, gt=0, description="discretisation step")
+    choices: list[float | int | bool | str] | None = Field(
+        default=None, min_length=1, max_length=MAX_CHOICES
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Dimension:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.step is not None:
+                raise ValueError("give either `choices` or `low`/`high`, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give `low` and `high` (or `choices`)")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("`low` and `high` must be finite numbers")
+        if self.low >= self.high:
+            raise ValueError(f"`low` ({self.low:g}) must be less than `high` ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs `low` > 0, got {self.low:g}")
+        if self.log and self.step is not None:
+            raise ValueError("`step` cannot be combined with `log`")
+        return self
+
+    @property
+    def grid_values(self) -> list[Any] | None:
+        """The points a grid search visits, or ``None`` for a continuous range."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.step is None or self.low is None or self.high is None:
+            return None
+        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        return [self.low + i * self.step for i in range(n)]
+
+
+class Resources(BaseModel):
+    """What one trial needs: GPUs (fractions pack several trials on one GPU) and CPUs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: float = Field(default=0.0, ge=0.0, le=64.0)
+    cpus: float = Field(default=1.0, gt=0.0, le=256.0)
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_above_one(cls, gpus: float) -> float:
+        if gpus > 1 and not float(gpus).is_integer():
+            raise ValueError("more than one GPU per trial must be a whole number")
+        return gpus
+
+
+class StudyCreate(BaseModel):
+    """A tuning job: which workload to train, which optimizer knobs to search, how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits-adamp-1",
+                    "workload": "digits-cnn",
+                    "optimizer": "adamp",
+                    "search_space": {
+                        "lr": {"low": 1e-4, "high": 1e-1, "log": True},
+                        "delta": {"low": 0.01, "high": 1.0, "log": True},
+                        "wd_ratio": {"low": 0.0, "high": 1.0},
+                    },
+                    "fixed": {"weight_decay": 1e-4, "epochs": 8},
+                    "n_trials": 20,
+                    "max_concurrent": 2,
+                    "sampler": "tpe",
+                    "pruner": "median",
+                    "resources": {"gpus": 0.25, "cpus": 1},
+                    "seed": 0,
+                }
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=128, description="unique study name")
+    workload: str = Field(min_length=1, max_length=64, description="a registered workload")
+    optimizer: OptimizerName = "adamp"
+    search_space: dict[str, Dimension] = Field(
+        default_factory=dict,
+        description="knob -> range; empty means the workload's default space",
+        max_length=64,
+    )
+    fixed: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fixed optimizer knobs and workload arguments",
+        max_length=64,
+    )
+    n_trials: int = Field(default=20, ge=1, le=MAX_TRIALS)
+    max_concurrent: int = Field(default=1, ge=1, le=1024)
+    timeout_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    sampler: SamplerName = "tpe"
+    pruner: PrunerName = "median"
+    direction: Direction | None = Field(default=None, description="default: the workload's")
+    resources: Resources = Field(default_factory=Resources)
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
+    priority: int = Field(default=0, ge=-100, le=100)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        if name != name.strip():
+            raise ValueError("must not start or end with white space")
+        if any(not ch.isprintable() for ch in name):
+            raise ValueError("must not contain control characters")
+        return name
+
+    @model_validator(mode="after")
+    def _check_against_registry(self) -> StudyCreate:
+        workloads = all_workloads()
+        if self.workload not in workloads:
+            known = ", ".join(sorted(workloads))
+            raise _field_error(
+                ("workload",), f"unknown workload {self.workload!r}; known: {known}", self.workload
+            )
+        workload = workloads[self.workload]
+        knob_specs = OPTIMIZERS[self.optimizer].knobs
+        specs: dict[str, ParamSpec] = {**knob_specs, **workload.args}
+        names = ", ".join(specs)
+
+        if not self.search_space:
+            defaults = workload.default_space.get(self.optimizer, {})
+            self.search_space = {
+                k: Dimension(low=r.low, high=r.high, log=r.log)
+                for k, r in defaults.items()
+                if k not in self.fixed
+            }
+        for key, dim in self.search_space.items():
+            loc: tuple[str | int, ...] = ("search_space", key)
+            if key not in specs:
+                raise _field_error(
+                    loc,
+                    f"{key!r} is not a knob of {self.optimizer} or an argument of "
+                    f"{self.workload}; choose from {names}",
+                    key,
+                )
+            spec = specs[key]
+            if not spec.tunable:
+                raise _field_error(loc, f"{key!r} cannot be searched", key)
+            if spec.kind in ("bool", "str") and dim.choices is None:
+                raise _field_error(loc, f"{key!r} is a {spec.kind}: search it with `choices`", key)
+            if spec.kind == "int" and dim.choices is None:
+                for bound in ("low", "high", "step"):
+                    value = getattr(dim, bound)
+                    if value is not None and not float(value).is_integer():
+                        raise _field_error(
+                            (*loc, bound), f"{key!r} is an integer: `{bound}` must be whole", value
+                        )
+            values: list[tuple[str | int, Any]] = (
+                list(enumerate(dim.choices))
+                if dim.choices is not None
+                else [("low", dim.low), ("high", dim.high)]
+            )
+            for where, value in values:
+                sub_loc = (*loc, "choices", where) if dim.choices is not None else (*loc, where)
+                try:
+                    spec.check(value)
+                except ValueError as err:
+                    raise _field_error(sub_loc, f"{key}: {err}", value) from None
+            if self.sampler == "grid" and dim.grid_values is None:
+                raise _field_error(
+                    loc, "the grid sampler needs `choices` or a `step` for every knob", key
+                )
+        if not self.search_space:
+            raise _field_error(
+                ("search_space",),
+                f"nothing to search: give at least one knob (no default space for "
+                f"{self.optimizer} on {self.workload})",
+                {},
+            )
+
+        for key, value in self.fixed.items():
+            loc = ("fixed", key)
+            if key not in specs:
+                raise _field_error(
+                    loc,
+                    f"{key!r} is not a knob of {self.optimizer} or an argument of "
+                    f"{self.workload}; choose from {names}",
+                    value,
+                )
+            if key in self.search_space:
+                raise _field_error(loc, f"{key!r} is both fixed and searched", value)
+            try:
+                self.fixed[key] = specs[key].check(value)
+            except ValueError as err:
+                raise _field_error(loc, f"{key}: {err}", value) from None
+
+        fixed_knobs = {k: v for k, v in self.fixed.items() if k in knob_specs}
+        settled = {
+            k: fixed_knobs.get(k, s.default)
+            for k, s in knob_specs.items()
+            if k not in self.search_space
+        }
+        try:
+            check_optimizer_combination(self.optimizer, settled)
+        except ValueError as err:
+            raise _field_error(("fixed",), str(err), self.fixed) from None
+        if self.direction is None:
+            self.direction = workload.direction
+        return self
+
+    @property
+    def grid_size(self) -> int | None:
+        """Number of grid points, when the sampler is ``grid``."""
+        if self.sampler != "grid":
+            return None
+        size = 1
+        for dim in self.search_space.values():
+            size *= len(dim.grid_values or [])
+        return size
+
+
+class StudyUpdate(BaseModel):
+    """What may change while a study is queued or running."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int | None = Field(default=None, ge=-100, le=100)
+    max_concurrent: int | None = Field(default=None, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _something(self) -> StudyUpdate:
+        if self.priority is None and self.max_concurrent is None:
+            raise ValueError("give `priority` and/or `max_concurrent`")
+        return self
+
+
+class ResourcesOut(BaseModel):
+    gpus: float
+    cpus: float
+
+
+class TrialCounts(BaseModel):
+    """Trials per Optuna state, in lower case."""
+
+    complete: int = 0
+    running: int = 0
+    waiting: int = 0
+    pruned: int = 0
+    fail: int = 0
+
+
+class IntermediateValue(BaseModel):
+    step: int
+    value: float | None
+
+
+class NodeOut(BaseModel):
+    node_id: str | None = None
+    node_ip: str | None = None
+    hostname: str | None = None
+    pid: int | None = None
+
+
+class TrialOut(BaseModel):
+    """One trial: what was tried, what came out, where and how it ran."""
+
+    number: int
+    state: TrialStateName
+    value: float | None
+    params: dict[str, Any]
+    intermediate_values: list[IntermediateValue]
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+    duration_s: float | None
+    node: NodeOut | None
+    gpu_ids: list[str]
+    cuda_visible_devices: str | None = Field(
+        default=None, description="CUDA_VISIBLE_DEVICES as Ray set it for the trial"
+    )
+    device: str | None
+    attempts: int = Field(description="runs of this configuration so far, this one included")
+    retry_of: int | None = Field(description="the trial number this one re-runs")
+    scale_invariant_fraction: float | None = Field(
+        description="fraction of multi-dimensional weights AdamP/SGDP projected (last step)"
+    )
+    stop_reason: str | None = None
+    error: str | None = None
+
+
+class BestTrial(BaseModel):
+    number: int
+    value: float
+    params: dict[str, Any]
+
+
+class StudyOut(BaseModel):
+    """A study as the API shows it: its request, status, progress and best result."""
+
+    id: int
+    name: str
+    owner: str
+    workload: str
+    metric: str | None
+    optimizer: str
+    direction: str
+    sampler: str
+    pruner: str
+    status: StudyStatusName
+    stop_reason: str | None
+    error: str | None
+    n_trials: int
+    max_concurrent: int
+    timeout_s: float | None
+    priority: int
+    seed: int | None
+    resources: ResourcesOut
+    search_space: dict[str, Any]
+    fixed: dict[str, Any]
+    counts: TrialCounts
+    best_trial: BestTrial | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    elapsed_s: float | None = Field(description="seconds since start, or start to finish")
+    optuna_study_name: str
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list: ``items`` and the ``total`` that match the filters."""
+
+    items: list[T]
+    total: int
+
+
+class WorkloadArgOut(BaseModel):
+    kind: str
+    default: Any
+    help: str
+    range: str
+
+
+class WorkloadOut(BaseModel):
+    name: str
+    description: str
+    metric: str
+    direction: str
+    args: dict[str, WorkloadArgOut]
+    default_space: dict[str, dict[str, dict[str, Any]]]
+
+
+class OptimizerOut(BaseModel):
+    name: str
+    description: str
+    knobs: dict[str, WorkloadArgOut]
+
+
+class ImportanceOut(BaseModel):
+    study_id: int
+    importances: dict[str, float]
+    n_complete: int
+    evaluator: str
+    note: str | None = None
+
+
+class ClusterNodeOut(BaseModel):
+    node_id: str
+    address: str
+    alive: bool
+    is_head: bool
+    cpus_total: float
+    gpus_total: float
+    resources: dict[str, float]
+
+
+class ClusterOut(BaseModel):
+    nodes: list[ClusterNodeOut]
+    cpus_total: float
+    cpus_in_use: float
+    gpus_total: float
+    gpus_in_use: float
+    running_trials: int
+    queue_depth: int = Field(description="studies queued or running with trials still to start")
+    queue_by_owner: dict[str, int]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: bool
+    ray: bool
+    scheduler: Literal["leader", "standby", "off", "starting"]
+    version: str
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+    message: str

@@ -1,0 +1,91 @@
+"""The service's settings, read once from ``ADAMP_TUNE_*`` environment variables.
+
+Unset, they give the embedded default: a SQLite file under the data directory, a local Ray
+started in-process, the API on 127.0.0.1:8000. Nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from db.engine import normalize_url
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "adamp-tune"
+
+
+def _default_owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local"
+
+
+class Settings(BaseSettings):
+    """Everything configurable; each field is the environment variable ``ADAMP_TUNE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ADAMP_TUNE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Where the embedded SQLite database and logs live."""
+    database_url: str | None = None
+    """SQLAlchemy URL; unset means ``sqlite:///<data_dir>/adamp-tune.db``."""
+    ray_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("ADAMP_TUNE_RAY_ADDRESS", "RAY_ADDRESS")
+    )
+    """Address of a running Ray cluster; unset starts a local Ray in-process."""
+    ray_num_cpus: int | None = Field(default=None, ge=1)
+    """CPUs the local Ray offers (embedded only); unset means all of this machine's."""
+    ray_num_gpus: int | None = Field(default=None, ge=0)
+    """GPUs the local Ray offers (embedded only); unset means those CUDA sees."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    default_owner: str = Field(default_factory=_default_owner)
+    """Owner recorded for studies submitted without authentication."""
+    auth: Literal["auto", "required", "off"] = "auto"
+    """``required``: every /api/v1 call needs a Bearer token; ``auto``: required unless the
+    service binds to loopback only (the embedded default)."""
+    max_gpus_per_user: float | None = Field(default=None, gt=0)
+    """GPUs one user's running trials may hold at once; unset means no limit."""
+    scheduler: bool = True
+    """Run the scheduler in this process (exactly one process holds the lease at a time)."""
+    scheduler_lease_s: float = Field(default=10.0, gt=1.0)
+    """A scheduler that has not renewed its lease for this long is replaced."""
+    max_trial_attempts: int = Field(default=3, ge=1, le=100)
+    """Runs of one configuration before a trial that keeps dying counts as failed."""
+    shutdown_grace_s: float = Field(default=20.0, ge=0.0)
+    """On SIGTERM, how long running trials get to stop before the process exits."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize(cls, url: str | None) -> str | None:
+        return normalize_url(url) if url else None
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL in use, the embedded SQLite file when none was given."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'adamp-tune.db').expanduser().resolve()}"
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether API calls need a token (``auto``: when reachable beyond this machine)."""
+        if self.auth == "auto":
+            return self.host not in ("127.0.0.1", "localhost", "::1")
+        return self.auth == "required"
+
+    @property
+    def embedded_ray(self) -> bool:
+        """Whether this process starts its own local Ray."""
+        return not self.ray_address

@@ -1,0 +1,88 @@
+"""GPU placement on a real multi-node Ray cluster.
+
+The session's cluster has a head node with 2 CPUs and no GPU, and a worker node that
+declares 2 GPUs (this machine has none: Ray schedules by declared resources and sets
+``CUDA_VISIBLE_DEVICES`` for each task, which is what a trial would use on a real GPU).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.studies import all_trials, submit, synthetic, wait_for
+
+pytestmark = pytest.mark.ray
+
+
+def _gpu_node(api) -> str:
+    nodes = api.get("/api/v1/cluster").json()["nodes"]
+    return next(n["node_id"] for n in nodes if n["alive"] and n["gpus_total"] == 2)
+
+
+def _overlapping_pairs(trials: list[dict]) -> list[tuple[dict, dict]]:
+    return [
+        (a, b)
+        for i, a in enumerate(trials)
+        for b in trials[i + 1 :]
+        if a["datetime_start"] < b["datetime_complete"]
+        and b["datetime_start"] < a["datetime_complete"]
+    ]
+
+
+def _peak(trials: list[dict]) -> int:
+    edges = sorted(
+        [(t["datetime_start"], 1) for t in trials] + [(t["datetime_complete"], -1) for t in trials],
+        key=lambda e: (e[0], e[1]),
+    )
+    running = peak = 0
+    for _, delta in edges:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def test_one_gpu_trials_run_on_the_gpu_node_two_at_a_time(sqlite_api, unique_name: str) -> None:
+    study = submit(
+        sqlite_api,
+        **synthetic(
+            unique_name,
+            n_trials=4,
+            max_concurrent=4,
+            resources={"gpus": 1, "cpus": 1},
+            fixed={"steps": 10, "sleep_s": 0.1},
+        ),
+    )
+    done = wait_for(sqlite_api, study["id"], timeout_s=120)
+    assert done["status"] == "completed"
+    trials = all_trials(sqlite_api, study["id"])
+    gpu_node = _gpu_node(sqlite_api)
+    assert {t["node"]["node_id"] for t in trials} == {gpu_node}
+    for t in trials:
+        assert len(t["gpu_ids"]) == 1
+        assert t["cuda_visible_devices"] == t["gpu_ids"][0]
+        assert t["device"] == "cpu", "no CUDA on this machine: the trial trained on the CPU"
+    assert _peak(trials) == 2, "two GPUs: two trials at once, never more"
+    for a, b in _overlapping_pairs(trials):
+        assert a["cuda_visible_devices"] != b["cuda_visible_devices"], "each its own GPU"
+
+
+def test_fractional_gpus_pack_trials_onto_one_gpu(sqlite_api, unique_name: str) -> None:
+    study = submit(
+        sqlite_api,
+        **synthetic(
+            unique_name,
+            n_trials=4,
+            max_concurrent=4,
+            resources={"gpus": 0.5, "cpus": 0.5},
+            fixed={"steps": 10, "sleep_s": 0.15},
+        ),
+    )
+    done = wait_for(sqlite_api, study["id"], timeout_s=120)
+    assert done["status"] == "completed"
+    trials = all_trials(sqlite_api, study["id"])
+    assert {t["node"]["node_id"] for t in trials} == {_gpu_node(sqlite_api)}
+    assert _peak(trials) == 4, "half a GPU each: four trials share the two GPUs"
+    per_gpu: dict[str, int] = {}
+    for t in trials:
+        per_gpu[t["cuda_visible_devices"]] = per_gpu.get(t["cuda_visible_devices"], 0) + 1
+    assert sorted(per_gpu.values()) == [2, 2]

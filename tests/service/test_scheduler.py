@@ -1,0 +1,368 @@
+"""The scheduler's bookkeeping without a cluster: trials in threads, a real database.
+
+Crashes, restarts and a second scheduler are played out here deterministically; the tests
+with real Ray processes (tests/service/test_faults.py) show the same through the service.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import create_db_engine, session_factory
+from db.migrate import upgrade
+from db.models import Study
+from service import repository
+from service.optuna_glue import storage_for
+from service.scheduler import Scheduler
+from service.scheduler.executor import Crashed, Event, ThreadExecutor, _ThreadTrial
+from service.schemas import StudyCreate
+from workers.runner import Placement, Started, TrialRequest
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'scheduler.db'}"
+        return
+    request.applymarker(pytest.mark.postgres)
+    from tests.support.postgres import fresh_database  # noqa: PLC0415
+
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def parts(database: str) -> Iterator[tuple[sessionmaker[Session], optuna.storages.BaseStorage]]:
+    engine = create_db_engine(database)
+    upgrade(engine)
+    storage = storage_for(database)
+    yield session_factory(engine), storage
+    storage.remove_session()
+    storage.engine.dispose()
+    engine.dispose()
+
+
+class FlakyExecutor(ThreadExecutor):
+    """Runs trials in threads, except that chosen submissions (0-based, in order) crash."""
+
+    def __init__(
+        self, crash: set[int] | None = None, crash_all: bool = False, cpus: float = 4
+    ) -> None:
+        super().__init__(cpus=cpus)
+        self.crash = crash or set()
+        self.crash_all = crash_all
+        self.submitted: list[TrialRequest] = []
+
+    def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
+        index = len(self.submitted)
+        self.submitted.append(request)
+        if self.crash_all or index in self.crash:
+            trial = _ThreadTrial(queue.Queue(), threading.Event())
+            trial.outcomes.put(Event(Started(Placement("n", "127.0.0.1", "h", 1), "cpu")))
+            trial.outcomes.put(Crashed("WorkerCrashedError: the worker died"))
+            return trial
+        return super().submit(request, cpus=cpus, gpus=gpus)
+
+
+def _submit(sessions, storage, name: str, owner: str = "tester", **fields: Any) -> Study:
+    body: dict[str, Any] = {
+        "name": name,
+        "workload": "synthetic",
+        "optimizer": "adamp",
+        "sampler": "random",
+        "pruner": "none",
+        "seed": 3,
+        "n_trials": 6,
+        "max_concurrent": 2,
+        "fixed": {"steps": 3},
+    }
+    body.update(fields)
+    return repository.create_study(sessions, storage, StudyCreate(**body), owner=owner)
+
+
+def _wait_status(
+    sessions, study_id: int, statuses: tuple[str, ...], timeout_s: float = 60
+) -> Study:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            study = repository.get_study(session, study_id)
+        if study.status in statuses:
+            return study
+        time.sleep(0.05)
+    raise AssertionError(f"study {study_id} is still {study.status}")
+
+
+def _die(scheduler: Scheduler) -> None:
+    """Stop a scheduler as a killed process would: nothing recorded, the lease left to expire."""
+    scheduler._shutdown = lambda grace_s: None  # type: ignore[method-assign]
+    scheduler.stop(grace_s=0)
+
+
+def _trials(storage, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def test_crashed_trials_are_rerun_and_the_study_still_ends_with_n_trials(parts) -> None:
+    sessions, storage = parts
+    study = _submit(sessions, storage, "crashy")
+    executor = FlakyExecutor(crash={0, 1})  # the two first configurations, run side by side
+    scheduler = Scheduler(sessions, storage, executor, max_trial_attempts=3)
+    scheduler.start()
+    try:
+        done = _wait_status(sessions, study.id, ("completed", "failed"))
+    finally:
+        scheduler.stop()
+    assert done.status == "completed"
+    trials = _trials(storage, "crashy")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(complete) == 6
+    assert {t.number for t in failed} == {executor.submitted[i].trial_number for i in (0, 1)}
+    assert all(
+        t.user_attrs["retried"] and t.user_attrs["stop_reason"] == "worker died" for t in failed
+    )
+    reruns = {t.user_attrs["retry_of"]: t for t in complete if "retry_of" in t.user_attrs}
+    assert set(reruns) == {t.number for t in failed}
+    for number, rerun in reruns.items():
+        original = next(t for t in failed if t.number == number)
+        assert rerun.params == original.params, "a re-run tries the same configuration"
+        assert rerun.user_attrs["attempt"] == 2
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_retries_are_bounded(parts) -> None:
+    sessions, storage = parts
+    study = _submit(sessions, storage, "always-crashes", n_trials=2, max_concurrent=1)
+    executor = FlakyExecutor(crash_all=True)
+    scheduler = Scheduler(sessions, storage, executor, max_trial_attempts=2)
+    scheduler.start()
+    try:
+        done = _wait_status(sessions, study.id, ("completed", "failed"))
+    finally:
+        scheduler.stop()
+    trials = _trials(storage, "always-crashes")
+    assert all(t.state == TrialState.FAIL for t in trials)
+    # Two configurations, each run at most twice: four trials, two of them final failures.
+    assert len(trials) == 4
+    assert sum(1 for t in trials if not t.user_attrs.get("retried")) == 2
+    assert done.status == "completed", "crashes are the cluster's fault, not the study's"
+
+
+def test_a_restarted_scheduler_reruns_orphans_and_counts_nothing_twice(parts) -> None:
+    sessions, storage = parts
+    study = _submit(sessions, storage, "orphans", n_trials=5, fixed={"steps": 50, "sleep_s": 0.02})
+    first = Scheduler(sessions, storage, ThreadExecutor(cpus=2), lease_s=2)
+    first.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = [t for t in _trials(storage, "orphans") if t.state == TrialState.RUNNING]
+        if len(running) == 2:
+            break
+        time.sleep(0.05)
+    _die(first)
+    orphaned = {t.number for t in _trials(storage, "orphans") if t.state == TrialState.RUNNING}
+    assert len(orphaned) == 2
+
+    second = Scheduler(sessions, storage, ThreadExecutor(cpus=2), lease_s=2)
+    second.start()
+    try:
+        done = _wait_status(sessions, study.id, ("completed", "failed"), timeout_s=60)
+    finally:
+        second.stop()
+    assert done.status == "completed"
+    trials = _trials(storage, "orphans")
+    assert sum(1 for t in trials if t.state == TrialState.COMPLETE) == 5
+    for number in orphaned:
+        orphan = next(t for t in trials if t.number == number)
+        assert orphan.state == TrialState.FAIL
+        assert orphan.user_attrs["stop_reason"] == "orphaned"
+        assert any(t.user_attrs.get("retry_of") == number for t in trials)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_only_one_of_two_schedulers_runs_trials(parts) -> None:
+    sessions, storage = parts
+    study = _submit(sessions, storage, "two-schedulers", n_trials=6)
+    a_exec, b_exec = FlakyExecutor(), FlakyExecutor()
+    a = Scheduler(sessions, storage, a_exec, lease_s=3)
+    b = Scheduler(sessions, storage, b_exec, lease_s=3)
+    a.start()
+    b.start()
+    try:
+        _wait_status(sessions, study.id, ("completed",))
+    finally:
+        a.stop()
+        b.stop()
+    assert {a.role, b.role} <= {"off", "standby", "leader"}
+    assert (len(a_exec.submitted) == 0) != (len(b_exec.submitted) == 0), "exactly one dispatched"
+    assert len(a_exec.submitted) + len(b_exec.submitted) == 6
+
+
+def test_the_standby_takes_over_when_the_leader_stops(parts) -> None:
+    sessions, storage = parts
+    study = _submit(
+        sessions,
+        storage,
+        "takeover",
+        n_trials=8,
+        max_concurrent=1,
+        fixed={"steps": 5, "sleep_s": 0.05},
+    )
+    a_exec, b_exec = FlakyExecutor(), FlakyExecutor()
+    a = Scheduler(sessions, storage, a_exec, lease_s=2)
+    a.start()
+    while not a_exec.submitted:
+        time.sleep(0.05)
+    b = Scheduler(sessions, storage, b_exec, lease_s=2)
+    b.start()
+    time.sleep(0.5)
+    assert b.role == "standby"
+    a.stop()  # graceful: its running trial is failed and enqueued to re-run
+    try:
+        done = _wait_status(sessions, study.id, ("completed",), timeout_s=60)
+    finally:
+        b.stop()
+    assert done.status == "completed"
+    assert a_exec.submitted
+    assert b_exec.submitted
+    trials = _trials(storage, "takeover")
+    assert sum(1 for t in trials if t.state == TrialState.COMPLETE) == 8
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_graceful_stop_leaves_nothing_running_and_resumes_later(parts) -> None:
+    sessions, storage = parts
+    study = _submit(
+        sessions, storage, "graceful", n_trials=4, fixed={"steps": 100, "sleep_s": 0.02}
+    )
+    first = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    first.start()
+    while sum(1 for t in _trials(storage, "graceful") if t.state == TrialState.RUNNING) < 2:
+        time.sleep(0.05)
+    first.stop(grace_s=10)
+    trials = _trials(storage, "graceful")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.user_attrs.get("stop_reason") == "shutdown"]
+    assert len(stopped) == 2
+    assert sum(1 for t in trials if t.state == TrialState.WAITING) == 2, "enqueued to re-run"
+
+    second = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    second.start()
+    try:
+        done = _wait_status(sessions, study.id, ("completed",), timeout_s=60)
+    finally:
+        second.stop()
+    trials = _trials(storage, "graceful")
+    assert sum(1 for t in trials if t.state == TrialState.COMPLETE) == 4
+    assert done.stop_reason == "n_trials"
+
+
+def _overlap(trials: list[optuna.trial.FrozenTrial]) -> int:
+    edges = []
+    for t in trials:
+        edges += [(t.datetime_start, 1), (t.datetime_complete, -1)]
+    running = peak = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def test_users_take_turns_so_a_small_study_is_not_starved(parts) -> None:
+    sessions, storage = parts
+    slow = {"steps": 4, "sleep_s": 0.03}
+    big = _submit(sessions, storage, "big", owner="ann", n_trials=40, max_concurrent=2, fixed=slow)
+    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    scheduler.start()
+    try:
+        while len(_trials(storage, "big")) < 3:
+            time.sleep(0.02)
+        small = _submit(
+            sessions, storage, "small", owner="ben", n_trials=3, max_concurrent=2, fixed=slow
+        )
+        _wait_status(sessions, small.id, ("completed",))
+        big_done = sum(1 for t in _trials(storage, "big") if t.state == TrialState.COMPLETE)
+        _wait_status(sessions, big.id, ("completed",), timeout_s=120)
+    finally:
+        scheduler.stop()
+    # Ben's 3 trials took every other free slot: Ann finished only a few in the meantime.
+    assert big_done <= 12, big_done
+
+
+def test_higher_priority_is_served_first(parts) -> None:
+    sessions, storage = parts
+    slow = {"steps": 4, "sleep_s": 0.03}
+    executor = FlakyExecutor(cpus=2)  # two slots: the studies compete for them
+    low = _submit(sessions, storage, "low", owner="ann", n_trials=12, max_concurrent=2, fixed=slow)
+    scheduler = Scheduler(sessions, storage, executor)
+    scheduler.start()
+    try:
+        while len(executor.submitted) < 2:
+            time.sleep(0.02)
+        high = _submit(
+            sessions,
+            storage,
+            "high",
+            owner="ann",
+            n_trials=4,
+            max_concurrent=2,
+            priority=10,
+            fixed=slow,
+        )
+        _wait_status(sessions, high.id, ("completed",))
+        _wait_status(sessions, low.id, ("completed",), timeout_s=60)
+    finally:
+        scheduler.stop()
+    order = [r.study_id for r in executor.submitted]
+    first_high = order.index(high.id)
+    # Once the high-priority study arrived, it took every slot that freed up until its 4
+    # trials had started; the low-priority study waited.
+    assert order[first_high : first_high + 4] == [high.id] * 4
+
+
+def test_a_user_holds_at_most_their_gpu_share(parts) -> None:
+    sessions, storage = parts
+    slow = {"steps": 4, "sleep_s": 0.03}
+    gpu = {"gpus": 1, "cpus": 1}
+    ann = _submit(
+        sessions,
+        storage,
+        "ann-gpu",
+        owner="ann",
+        n_trials=4,
+        max_concurrent=4,
+        resources=gpu,
+        fixed=slow,
+    )
+    ben = _submit(
+        sessions,
+        storage,
+        "ben-gpu",
+        owner="ben",
+        n_trials=4,
+        max_concurrent=4,
+        resources=gpu,
+        fixed=slow,
+    )
+    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=8, gpus=2), max_gpus_per_user=1)
+    scheduler.start()
+    try:
+        _wait_status(sessions, ann.id, ("completed",))
+        _wait_status(sessions, ben.id, ("completed",))
+    finally:
+        scheduler.stop()
+    assert _overlap(_trials(storage, "ann-gpu")) == 1
+    assert _overlap(_trials(storage, "ben-gpu")) == 1
+    both = _trials(storage, "ann-gpu") + _trials(storage, "ben-gpu")
+    assert _overlap(both) == 2, "the two users used both GPUs side by side"

@@ -1,0 +1,1 @@
+"""Real parts for the tests: a Ray cluster, service processes, a PostgreSQL database."""

@@ -1,0 +1,55 @@
+"""Starting and stopping the test's own processes (never anyone else's)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import time
+
+import psutil
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kill_tree(
+    proc: subprocess.Popen[bytes], grace_s: float = 5.0, sig: int = signal.SIGTERM
+) -> None:
+    """Signal ``proc`` and every process it started, then SIGKILL whatever outlives ``grace_s``.
+
+    The tree is collected before the first signal, because children of a dead parent are
+    re-parented and could no longer be found from it.
+    """
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(sig)
+    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+
+
+def wait_until(
+    predicate: object, timeout_s: float, interval_s: float = 0.2, what: str = ""
+) -> None:
+    """Poll ``predicate()`` until it is true; ``TimeoutError`` naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what or predicate}")

@@ -1,0 +1,1 @@
+"""What runs on a Ray worker: the trial runner, the workload registry, built-in workloads."""

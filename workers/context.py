@@ -1,0 +1,91 @@
+"""What a workload sees of its trial: the hyperparameters, a device, and a way to report.
+
+A workload trains with ``ctx.build_optimizer(model.parameters())`` and calls
+``ctx.report(value, step)`` after each epoch. The scheduler may stop the trial after any
+report (the pruner, a cancelled study, a timeout): the next ``report`` then raises
+``TrialStopped``, which the workload should let propagate.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from workers.optimizers import OPTIMIZERS, build_optimizer
+
+
+class TrialStopped(Exception):
+    """Raised inside a workload when the scheduler has stopped its trial."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """One intermediate value of a trial, as sent to the scheduler."""
+
+    step: int
+    value: float
+    elapsed_s: float
+    scale_invariant_fraction: float | None = None
+
+
+@dataclass
+class TrialContext:
+    """The hyperparameters and services a workload gets for one trial."""
+
+    optimizer_name: str
+    knobs: dict[str, Any]
+    args: dict[str, Any]
+    seed: int
+    device: torch.device
+    emit: Callable[[Report], None] = field(repr=False)
+    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    started_at: float = field(default_factory=time.monotonic, repr=False)
+    last_value: float | None = None
+    last_step: int = -1
+    _optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+
+    def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The trial's optimizer over ``params``, with the knobs the sampler chose.
+
+        The context keeps a reference so that each report can carry the fraction of weights
+        AdamP/SGDP treated as scale-invariant at the last step.
+        """
+        self._optimizer = build_optimizer(self.optimizer_name, params, self.knobs)
+        return self._optimizer
+
+    def scale_invariant_fraction(self) -> float | None:
+        """Fraction (by elements) of the multi-dimensional weights projected at the last step."""
+        opt = self._optimizer
+        if opt is None or not OPTIMIZERS[self.optimizer_name].projects:
+            return None
+        # One host sync per report (once per epoch), never inside the optimizer step.
+        projecting: Any = opt  # adamp.AdamP / SGDP
+        return float(projecting.scale_invariant_fraction().item())
+
+    def should_stop(self) -> bool:
+        """Whether the scheduler stopped this trial; long epochs may poll it to stop sooner."""
+        return self.stop_event.is_set()
+
+    def report(self, value: float, step: int | None = None) -> None:
+        """Send an intermediate ``value`` (e.g. validation accuracy after epoch ``step``).
+
+        Raises ``TrialStopped`` if the scheduler has stopped the trial, and ``ValueError``
+        for a value that is not a finite number (a diverged run fails its trial).
+        """
+        if self.stop_event.is_set():
+            raise TrialStopped
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"the workload reported a non-finite value ({value}) at step {step}")
+        step = self.last_step + 1 if step is None else int(step)
+        if step <= self.last_step:
+            raise ValueError(f"report steps must increase: got {step} after {self.last_step}")
+        self.last_step, self.last_value = step, value
+        elapsed = time.monotonic() - self.started_at
+        self.emit(Report(step, value, elapsed, self.scale_invariant_fraction()))

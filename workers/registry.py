@@ -1,0 +1,107 @@
+"""The workload registry: built-in workloads plus those a team installs through entry points.
+
+A workload is registered by name and the API only ever refers to it by that name: it never
+accepts code or import paths from a request. A team ships its own training code as a package
+installed on the workers (and on the service, which validates arguments) with an entry point::
+
+    [project.entry-points."adamp_tune.workloads"]
+    my-model = "my_package.tuning:workload"   # a workers.registry.Workload object
+
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Literal
+
+from workers.params import ParamSpec
+
+if TYPE_CHECKING:
+    from workers.context import TrialContext
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "adamp_tune.workloads"
+Direction = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    """A default search range for one knob: ``[low, high]`` (log-uniform when ``log``)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named training function that a trial runs.
+
+    ``train(ctx)`` trains with ``ctx.build_optimizer(...)``, calls ``ctx.report(value, step)``
+    after each epoch (so the pruner can stop it early) and returns the final metric (or
+    ``None`` to use the last reported value). ``args`` declares the workload's own
+    arguments (set through a study's ``fixed`` or searched); ``default_space`` gives, per
+    optimizer name, the search space a study uses when it does not give one.
+    """
+
+    name: str
+    train: Callable[[TrialContext], float | None]
+    metric: str
+    direction: Direction
+    description: str
+    args: Mapping[str, ParamSpec] = field(default_factory=dict)
+    default_space: Mapping[str, Mapping[str, SearchRange]] = field(default_factory=dict)
+
+
+_BUILTINS: dict[str, Workload] = {}
+
+
+def register(workload: Workload) -> Workload:
+    """Register a built-in workload (used by this package's own modules)."""
+    if workload.name in _BUILTINS:
+        raise ValueError(f"workload {workload.name!r} is registered twice")
+    _BUILTINS[workload.name] = workload
+    return workload
+
+
+def _load_builtins() -> None:
+    # Imported for their registration side effect; kept here so that importing the
+    # registry alone never pulls in torch models until workloads are needed.
+    import workers.builtin  # noqa: F401, PLC0415
+
+
+def _from_entry_points() -> dict[str, Workload]:
+    found: dict[str, Workload] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj: Any = ep.load()
+        except Exception:  # a broken plug-in must not take the service down
+            log.exception("could not load workload entry point %r", ep.value)
+            continue
+        workload = obj() if callable(obj) and not isinstance(obj, Workload) else obj
+        if not isinstance(workload, Workload):
+            log.error("entry point %r is not a workers.registry.Workload", ep.value)
+            continue
+        if workload.name in _BUILTINS or workload.name in found:
+            log.error("entry point %r reuses the workload name %r", ep.value, workload.name)
+            continue
+        found[workload.name] = workload
+    return found
+
+
+def all_workloads() -> dict[str, Workload]:
+    """Every registered workload by name: the built-ins, then the installed plug-ins."""
+    _load_builtins()
+    return {**_BUILTINS, **_from_entry_points()}
+
+
+def get_workload(name: str) -> Workload:
+    """The workload called ``name``; ``KeyError`` if none is registered under it."""
+    _load_builtins()
+    if name in _BUILTINS:
+        return _BUILTINS[name]
+    return _from_entry_points()[name]

@@ -1,0 +1,158 @@
+"""The trial runner: runs one trial of a workload and streams what happens as events.
+
+``run_trial`` is a plain generator, tested without Ray; ``workers.remote`` wraps it in a
+Ray streaming task. The workload runs in a thread of its own so that it can report through
+a callback while this generator yields the reports to the scheduler as they come. When the
+consumer stops the generator (Ray's cancel raises ``KeyboardInterrupt`` in the task, or the
+generator is closed), the workload is told to stop and this generator waits for it, so a
+stopped trial never keeps training in the background: it ends at its next report.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from workers.context import Report, TrialContext, TrialStopped
+from workers.registry import get_workload
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """Everything a worker needs to run one trial; sent by the scheduler."""
+
+    study_id: int
+    trial_number: int
+    workload: str
+    optimizer: str
+    knobs: dict[str, Any]
+    args: dict[str, Any]
+    seed: int
+    num_cpus: float = 1.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a trial runs: the Ray node, the process and the GPUs it was given."""
+
+    node_id: str
+    node_ip: str
+    hostname: str
+    pid: int
+    gpu_ids: tuple[str, ...] = ()
+    cuda_visible_devices: str | None = None
+
+    @property
+    def device(self) -> str:
+        """``cuda`` when GPUs were assigned and CUDA is usable here, else ``cpu``."""
+        return "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class Started:
+    """First event of every trial: where it runs."""
+
+    placement: Placement
+    device: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Last event of a successful trial: its final metric."""
+
+    value: float
+    duration_s: float
+    steps: int
+    scale_invariant_fraction: float | None = None
+
+
+TrialEvent = Started | Report | Finished
+
+
+@dataclass
+class _Outcome:
+    value: float | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a trial is reproducible from its seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_trial(
+    request: TrialRequest, placement: Placement, *, poll_s: float = 0.2
+) -> Iterator[TrialEvent]:
+    """Run ``request``'s workload and yield ``Started``, then each ``Report``, then ``Finished``.
+
+    An exception raised by the workload is re-raised here, so the scheduler sees the
+    workload's own error. A workload that returns no value finishes with its last report.
+    """
+    workload = get_workload(request.workload)
+    device = placement.device
+    yield Started(placement, device)
+
+    events: queue.Queue[Report] = queue.Queue()
+    ctx = TrialContext(
+        optimizer_name=request.optimizer,
+        knobs=dict(request.knobs),
+        args=dict(request.args),
+        seed=request.seed,
+        device=torch.device(device),
+        emit=events.put,
+    )
+    outcome = _Outcome()
+
+    def target() -> None:
+        try:
+            torch.set_num_threads(max(1, int(request.num_cpus)))
+            seed_everything(request.seed)
+            result = workload.train(ctx)
+            outcome.value = ctx.last_value if result is None else float(result)
+        except BaseException as err:  # handed to the generator, which re-raises it
+            outcome.error = err
+        finally:
+            outcome.done.set()
+
+    thread = threading.Thread(target=target, name=f"trial-{request.trial_number}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                yield events.get(timeout=poll_s)
+                continue
+            except queue.Empty:
+                pass
+            if outcome.done.is_set() and events.empty():
+                break
+    finally:
+        # Reached on normal completion, on close() and on Ray's cancel alike.
+        ctx.stop_event.set()
+        thread.join()
+
+    if outcome.error is not None:
+        if isinstance(outcome.error, TrialStopped):
+            return
+        raise outcome.error
+    if outcome.value is None:
+        raise ValueError(f"workload {request.workload!r} returned no value and reported none")
+    if not math.isfinite(outcome.value):
+        raise ValueError(f"workload {request.workload!r} returned a non-finite value")
+    yield Finished(
+        value=outcome.value,
+        duration_s=time.monotonic() - ctx.started_at,
+        steps=ctx.last_step + 1,
+        scale_invariant_fraction=ctx.scale_invariant_fraction(),
+    )
