@@ -44,6 +44,17 @@ def _cosine(dot: Tensor, sq_norm_a: Tensor, sq_norm_b: Tensor, eps: float) -> Te
     return dot.abs() / (sq_norm_a.sqrt().clamp_min(eps) * sq_norm_b.sqrt().clamp_min(eps))
 
 
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``<a_i, b_i>`` for each row, without materialising ``a * b`` (a batched matvec)."""
+    return torch.einsum("ij,ij->i", a, b)
+
+
+def _row_sq_norm(a: Tensor) -> Tensor:
+    """``||a_i||^2`` for each row, in one pass."""
+    norms: Tensor = torch.linalg.vector_norm(a, dim=1)
+    return norms.square()
+
+
 def _radial_coefficient(dot_wu: Tensor, sq_norm_w: Tensor, eps: float) -> Tensor:
     """``<w, u> / (||w|| + eps)^2``: how much of ``w`` to take out of ``u``."""
     return dot_wu / (sq_norm_w.sqrt() + eps).square()
@@ -61,10 +72,10 @@ def project_one_(weight: Tensor, grad: Tensor, update: Tensor, delta: float, eps
     g = grad.reshape(rows, cols)
     u = update.reshape(rows, cols)
 
-    w_w = torch.linalg.vecdot(w, w)
-    w_g = torch.linalg.vecdot(w, g)
-    g_g = torch.linalg.vecdot(g, g)
-    w_u = torch.linalg.vecdot(w, u)
+    w_w = _row_sq_norm(w)
+    w_g = _row_dot(w, g)
+    g_g = _row_sq_norm(g)
+    w_u = _row_dot(w, u)
 
     channel = (_cosine(w_g, g_g, w_w, eps) < delta / math.sqrt(cols)).all()
     layer_cos = _cosine(w_g.sum(), g_g.sum(), w_w.sum(), eps)
@@ -149,10 +160,10 @@ def project_many_(
     flat_u = [u.reshape(r, -1) for u, r in zip(updates, layout.rows, strict=True)]
     stats = torch.stack(
         [
-            torch.cat([torch.linalg.vecdot(w, w) for w in flat]),
-            torch.cat([torch.linalg.vecdot(w, g) for w, g in zip(flat, flat_g, strict=True)]),
-            torch.cat([torch.linalg.vecdot(g, g) for g in flat_g]),
-            torch.cat([torch.linalg.vecdot(w, u) for w, u in zip(flat, flat_u, strict=True)]),
+            torch.cat([_row_sq_norm(w) for w in flat]),
+            torch.cat([_row_dot(w, g) for w, g in zip(flat, flat_g, strict=True)]),
+            torch.cat([_row_sq_norm(g) for g in flat_g]),
+            torch.cat([_row_dot(w, u) for w, u in zip(flat, flat_u, strict=True)]),
         ],
         dim=1,
     )

@@ -263,8 +263,10 @@ def _multi_tensor_adamp(
         updates = list(torch._foreach_mul(exp_avgs, beta1))
         torch._foreach_add_(updates, gs, alpha=1 - beta1)
         torch._foreach_div_(updates, denoms)
-    else:
-        updates = list(torch._foreach_div(exp_avgs, denoms))
+    else:  # divide into the denominators' memory: one large temporary fewer
+        torch._foreach_reciprocal_(denoms)
+        torch._foreach_mul_(denoms, exp_avgs)
+        updates = denoms
 
     project_and_decay_(ws, gs, updates, states, delta, eps, _decay(lr, weight_decay, wd_ratio))
     apply_updates_(ws, updates, step_sizes)
