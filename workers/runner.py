@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,7 +82,6 @@ TrialEvent = Started | Report | Finished
 class _Outcome:
     value: float | None = None
     error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 def seed_everything(seed: int) -> None:
@@ -104,7 +103,7 @@ def run_trial(
     device = placement.device
     yield Started(placement, device)
 
-    events: queue.Queue[Report] = queue.Queue()
+    events: queue.Queue[Report | None] = queue.Queue()  # None: the workload has returned
     ctx = TrialContext(
         optimizer_name=request.optimizer,
         knobs=dict(request.knobs),
@@ -124,19 +123,19 @@ def run_trial(
         except BaseException as err:  # handed to the generator, which re-raises it
             outcome.error = err
         finally:
-            outcome.done.set()
+            events.put(None)  # wakes the loop below at once
 
     thread = threading.Thread(target=target, name=f"trial-{request.trial_number}", daemon=True)
     thread.start()
     try:
         while True:
             try:
-                yield events.get(timeout=poll_s)
+                event = events.get(timeout=poll_s)
+            except queue.Empty:  # a periodic wake-up keeps the generator cancellable
                 continue
-            except queue.Empty:
-                pass
-            if outcome.done.is_set() and events.empty():
+            if event is None:
                 break
+            yield event
     finally:
         # Reached on normal completion, on close() and on Ray's cancel alike.
         ctx.stop_event.set()

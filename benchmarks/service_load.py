@@ -1,0 +1,437 @@
+"""Load, latency, fairness and soak measurements of the tuning service, as users drive it.
+
+    python -m benchmarks.service_load overhead [--trials 200]
+    python -m benchmarks.service_load api --db sqlite|postgres [--trials 5000 --clients 50]
+    python -m benchmarks.service_load fairness
+    python -m benchmarks.service_load soak [--trials 2000 --studies 20 --kill-every 10]
+
+Each run starts ``adamp-tune serve`` in its own process with the embedded local Ray limited
+to 2 CPUs (as on the project's 2-core machines), talks to it over HTTP only, prints a
+markdown table and stops everything it started. ``postgres`` runs use a fresh database on
+``ADAMP_TUNE_BENCH_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``
+as the admin connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import sqlalchemy as sa
+
+ADAMP_TUNE = str(Path(sys.executable).with_name("adamp-tune"))
+FINAL = ("completed", "failed", "cancelled")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _kill_tree(pid: int, sig: int = signal.SIGTERM, grace_s: float = 30) -> None:
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root.send_signal(sig)
+    _, alive = psutil.wait_procs([root], timeout=grace_s)
+    for p in [*alive, *tree[1:]]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one run, dropped afterwards."""
+    admin_url = os.environ.get(
+        "ADAMP_TUNE_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"adamp_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def running_service(
+    workdir: Path, database_url: str | None = None, **settings: str
+) -> Iterator[str]:
+    """``adamp-tune serve`` on a free port with a 2-CPU local Ray; yields its base URL."""
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        ADAMP_TUNE_DATA_DIR=str(workdir / "data"),
+        ADAMP_TUNE_RAY_NUM_CPUS="2",
+        ADAMP_TUNE_LOG_LEVEL="warning",
+    )
+    if database_url:
+        env["ADAMP_TUNE_DATABASE_URL"] = database_url
+    env.update({f"ADAMP_TUNE_{k.upper()}": v for k, v in settings.items()})
+    log_path = workdir / "service.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [ADAMP_TUNE, "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the service exited; see {log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the service did not start; see {log_path}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        _kill_tree(proc.pid)
+
+
+def synthetic_study(name: str, n_trials: int, **overrides: Any) -> dict[str, Any]:
+    """A study of the ``synthetic`` workload (no tensors: the objective costs ~nothing)."""
+    body: dict[str, Any] = {
+        "name": name,
+        "workload": "synthetic",
+        "optimizer": "adamp",
+        "n_trials": n_trials,
+        "max_concurrent": 2,
+        "sampler": "random",
+        "pruner": "none",
+        "seed": 0,
+        "resources": {"cpus": 1},
+        "fixed": {"steps": 3},
+    }
+    body.update(overrides)
+    return body
+
+
+def submit(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    answer = api.post("/api/v1/studies", json=body)
+    if answer.status_code != 201:
+        raise RuntimeError(f"submission refused: {answer.status_code} {answer.text}")
+    study: dict[str, Any] = answer.json()
+    return study
+
+
+def wait_all(api: httpx.Client, ids: list[int], timeout_s: float) -> dict[int, dict[str, Any]]:
+    """Poll until every study has ended; returns their final views."""
+    deadline = time.monotonic() + timeout_s
+    done: dict[int, dict[str, Any]] = {}
+    while len(done) < len(ids):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"studies still running after {timeout_s}s")
+        for sid in ids:
+            if sid not in done:
+                study = api.get(f"/api/v1/studies/{sid}").raise_for_status().json()
+                if study["status"] in FINAL:
+                    done[sid] = study
+        time.sleep(0.1)
+    return done
+
+
+def trials_of(api: httpx.Client, sid: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while True:
+        page = (
+            api.get(
+                f"/api/v1/studies/{sid}/trials", params={"limit": 1000, "offset": len(items)}
+            )
+            .raise_for_status()
+            .json()
+        )
+        items += page["items"]
+        if len(items) >= page["total"] or not page["items"]:
+            return items
+
+
+def _when(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+# --- overhead ---------------------------------------------------------------------------
+
+
+def bench_overhead(args: argparse.Namespace) -> None:
+    """Service overhead per trial: wall time minus the objective's own time, per trial."""
+    sleep_s, steps = args.sleep_s, 3
+    with tempfile.TemporaryDirectory() as tmp, running_service(Path(tmp)) as url:
+        api = httpx.Client(base_url=url, timeout=30)
+        body = synthetic_study(
+            "overhead", args.trials, fixed={"steps": steps, "sleep_s": sleep_s}
+        )
+        start = time.monotonic()
+        study = submit(api, body)
+        final = wait_all(api, [study["id"]], timeout_s=3600)[study["id"]]
+        wall = time.monotonic() - start
+        trials = trials_of(api, study["id"])
+    complete = [t for t in trials if t["state"] == "complete"]
+    objective = len(complete) * steps * sleep_s / body["max_concurrent"]
+    per_trial = (wall - objective) / len(complete) * 1e3
+    durations = [t["duration_s"] for t in complete if t["duration_s"] is not None]
+    print(
+        "| trials | slots | objective s/trial | wall s | overhead ms/trial | trial duration p50 ms |\n"
+        "|---:|---:|---:|---:|---:|---:|\n"
+        f"| {len(complete)} ({final['status']}) | {body['max_concurrent']} | "
+        f"{steps * sleep_s:.2f} | {wall:.1f} | {per_trial:.1f} | "
+        f"{statistics.median(durations) * 1e3:.0f} |"
+    )  # fmt: skip
+
+
+# --- API latency ------------------------------------------------------------------------
+
+
+async def _hammer(
+    url: str, paths: list[str], clients: int, requests_per_client: int
+) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = defaultdict(list)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def one_client(i: int) -> None:
+            for k in range(requests_per_client):
+                path = paths[(i + k) % len(paths)]
+                start = time.perf_counter()
+                answer = await client.get(path)
+                latencies[path].append((time.perf_counter() - start) * 1e3)
+                answer.raise_for_status()
+
+        await asyncio.gather(*(one_client(i) for i in range(clients)))
+    return latencies
+
+
+def bench_api(args: argparse.Namespace) -> None:
+    """p50/p99 of the study and trial-list endpoints on a large study under many clients."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        db_url = stack.enter_context(postgres_database()) if args.db == "postgres" else None
+        url = stack.enter_context(running_service(tmp, db_url))
+        api = httpx.Client(base_url=url, timeout=60)
+        start = time.monotonic()
+        study = submit(
+            api,
+            synthetic_study(
+                "api-latency", args.trials, max_concurrent=4, resources={"cpus": 0.5}
+            ),
+        )
+        final = wait_all(api, [study["id"]], timeout_s=7200)[study["id"]]
+        filled = time.monotonic() - start
+        sid = study["id"]
+        paths = [f"/api/v1/studies/{sid}", f"/api/v1/studies/{sid}/trials?limit=100"]
+        asyncio.run(_hammer(url, paths, args.clients, 2))  # warm-up
+        latencies = asyncio.run(_hammer(url, paths, args.clients, args.requests))
+    print(
+        f"{args.db}: study of {final['counts']['complete']} complete trials "
+        f"(filled in {filled:.0f} s); {args.clients} concurrent clients\n"
+    )
+    print("| endpoint | requests | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|")
+    for path, values in latencies.items():
+        values.sort()
+        p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
+        print(
+            f"| `GET {path.replace(str(sid), '{id}')}` | {len(values)} | "
+            f"{statistics.median(values):.1f} | {p99:.1f} | {values[-1]:.1f} |"
+        )
+
+
+# --- fairness ---------------------------------------------------------------------------
+
+
+def _make_tokens(workdir: Path, users: list[str]) -> dict[str, str]:
+    env = dict(os.environ, ADAMP_TUNE_DATA_DIR=str(workdir / "data"))
+    tokens = {}
+    for user in users:
+        out = subprocess.run(
+            [ADAMP_TUNE, "token", "create", user],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tokens[user] = out.stdout.strip().splitlines()[-1]
+    return tokens
+
+
+def bench_fairness(args: argparse.Namespace) -> None:
+    """4 users submit 5 studies each at once; who gets the 2 slots, and who finishes first."""
+    users = ["ana", "ben", "chen", "dara"]
+    sizes = [4, 8, 16, 32, 64] if args.sizes is None else args.sizes
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        tokens = _make_tokens(workdir, users)
+        with running_service(workdir, AUTH="required") as url:
+            ids: dict[int, tuple[str, int]] = {}
+            order = [(u, s) for s in sizes for u in users]
+            random.Random(0).shuffle(order)
+            for user, size in order:
+                api = httpx.Client(
+                    base_url=url, headers={"Authorization": f"Bearer {tokens[user]}"}
+                )
+                body = synthetic_study(
+                    f"{user}-{size}", size, fixed={"steps": 2, "sleep_s": args.sleep_s}
+                )
+                ids[submit(api, body)["id"]] = (user, size)
+            admin = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {tokens[users[0]]}"}
+            )
+            final = wait_all(admin, list(ids), timeout_s=7200)
+            trials = {sid: trials_of(admin, sid) for sid in ids}
+    t0 = min(_when(s["started_at"]) for s in final.values() if s["started_at"])
+    print("Finish time of each study (s after the first start), by size:\n")
+    print("| size | " + " | ".join(users) + " |\n|---:|" + "---:|" * len(users))
+    for size in sizes:
+        cells = []
+        for user in users:
+            sid = next(k for k, v in ids.items() if v == (user, size))
+            cells.append(f"{_when(final[sid]['finished_at']) - t0:.1f}")
+        print(f"| {size} | " + " | ".join(cells) + " |")
+    end = max(_when(s["finished_at"]) for s in final.values())
+    windows = 6
+    width = (end - t0) / windows
+    share: dict[str, list[float]] = {u: [0.0] * windows for u in users}
+    for sid, items in trials.items():
+        user = ids[sid][0]
+        for t in items:
+            if not (t["datetime_start"] and t["datetime_complete"]):
+                continue
+            a, b = _when(t["datetime_start"]) - t0, _when(t["datetime_complete"]) - t0
+            for w in range(windows):
+                lo, hi = w * width, (w + 1) * width
+                share[user][w] += max(0.0, min(b, hi) - max(a, lo))
+    print("\nEach user's share of the busy slot-seconds, per sixth of the run:\n")
+    heads = [f"{w * width:.0f}-{(w + 1) * width:.0f} s" for w in range(windows)]
+    print("| user | " + " | ".join(heads) + " |\n|---|" + "---:|" * windows)
+    for user in users:
+        cells = []
+        for w in range(windows):
+            busy = sum(share[u][w] for u in users) or 1.0
+            cells.append(f"{share[user][w] / busy:.0%}")
+        print(f"| {user} | " + " | ".join(cells) + " |")
+
+
+# --- soak -------------------------------------------------------------------------------
+
+
+def _trial_workers() -> list[psutil.Process]:
+    """Ray worker processes running a trial right now (named ``ray::submit_trial``)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::submit_trial") or "ray::submit_trial" in cmd.split(" ")[0]:
+            found.append(p)
+    return found
+
+
+def bench_soak(args: argparse.Namespace) -> None:
+    """Many studies while trial workers are SIGKILLed at random; count lost and stuck trials."""
+    per_study = args.trials // args.studies
+    rng = random.Random(0)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        url = stack.enter_context(running_service(tmp, MAX_TRIAL_ATTEMPTS="5"))
+        api = httpx.Client(base_url=url, timeout=60)
+        ids = [
+            submit(
+                api,
+                synthetic_study(
+                    f"soak-{i}",
+                    per_study,
+                    max_concurrent=2,
+                    resources={"cpus": 0.5},
+                    fixed={"steps": 5, "sleep_s": 0.02},
+                ),
+            )["id"]
+            for i in range(args.studies)
+        ]
+        start = time.monotonic()
+        kills = 0
+        next_kill = start + rng.uniform(0.5, 1.5) * args.kill_every
+        while True:
+            states = [api.get(f"/api/v1/studies/{sid}").json()["status"] for sid in ids]
+            if all(s in FINAL for s in states):
+                break
+            if time.monotonic() >= next_kill:
+                victims = _trial_workers()
+                if victims:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        rng.choice(victims).kill()
+                        kills += 1
+                next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * args.kill_every
+            time.sleep(0.2)
+        wall = time.monotonic() - start
+        rows = {sid: trials_of(api, sid) for sid in ids}
+        finals = {sid: api.get(f"/api/v1/studies/{sid}").json() for sid in ids}
+    complete = sum(sum(t["state"] == "complete" for t in items) for items in rows.values())
+    stuck = sum(sum(t["state"] == "running" for t in items) for items in rows.values())
+    failed = sum(sum(t["state"] == "fail" for t in items) for items in rows.values())
+    short = sum(
+        max(0, per_study - sum(t["state"] == "complete" for t in items)) for items in rows.values()
+    )
+    statuses = sorted({f["status"] for f in finals.values()})
+    print(
+        "| studies | trials asked | worker kills | complete | failed (re-run) | stuck | "
+        "studies short of n_trials | study statuses | wall s |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|\n"
+        f"| {args.studies} | {per_study * args.studies} | {kills} | {complete} | {failed} | "
+        f"{stuck} | {short} | {', '.join(statuses)} | {wall:.0f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("overhead")
+    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--sleep-s", type=float, default=0.0, help="objective seconds per step")
+    p = sub.add_parser("api")
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument("--trials", type=int, default=5000)
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--requests", type=int, default=20, help="per client and endpoint mix")
+    p = sub.add_parser("fairness")
+    p.add_argument("--sleep-s", type=float, default=0.1)
+    p.add_argument("--sizes", type=int, nargs="+")
+    p = sub.add_parser("soak")
+    p.add_argument("--trials", type=int, default=2000)
+    p.add_argument("--studies", type=int, default=20)
+    p.add_argument("--kill-every", type=float, default=10.0)
+    args = parser.parse_args()
+    {"overhead": bench_overhead, "api": bench_api, "fairness": bench_fairness, "soak": bench_soak}[
+        args.what
+    ](args)
+
+
+if __name__ == "__main__":
+    main()
