@@ -166,9 +166,7 @@ def trials_of(api: httpx.Client, sid: int) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     while True:
         page = (
-            api.get(
-                f"/api/v1/studies/{sid}/trials", params={"limit": 1000, "offset": len(items)}
-            )
+            api.get(f"/api/v1/studies/{sid}/trials", params={"limit": 1000, "offset": len(items)})
             .raise_for_status()
             .json()
         )
@@ -189,9 +187,7 @@ def bench_overhead(args: argparse.Namespace) -> None:
     sleep_s, steps = args.sleep_s, 3
     with tempfile.TemporaryDirectory() as tmp, running_service(Path(tmp)) as url:
         api = httpx.Client(base_url=url, timeout=30)
-        body = synthetic_study(
-            "overhead", args.trials, fixed={"steps": steps, "sleep_s": sleep_s}
-        )
+        body = synthetic_study("overhead", args.trials, fixed={"steps": steps, "sleep_s": sleep_s})
         start = time.monotonic()
         study = submit(api, body)
         final = wait_all(api, [study["id"]], timeout_s=3600)[study["id"]]
@@ -202,12 +198,12 @@ def bench_overhead(args: argparse.Namespace) -> None:
     per_trial = (wall - objective) / len(complete) * 1e3
     durations = [t["duration_s"] for t in complete if t["duration_s"] is not None]
     print(
-        "| trials | slots | objective s/trial | wall s | overhead ms/trial | trial duration p50 ms |\n"
+        "| trials | slots | objective s/trial | wall s | overhead ms/trial | trial p50 ms |\n"
         "|---:|---:|---:|---:|---:|---:|\n"
         f"| {len(complete)} ({final['status']}) | {body['max_concurrent']} | "
         f"{steps * sleep_s:.2f} | {wall:.1f} | {per_trial:.1f} | "
         f"{statistics.median(durations) * 1e3:.0f} |"
-    )  # fmt: skip
+    )
 
 
 # --- API latency ------------------------------------------------------------------------
@@ -242,9 +238,7 @@ def bench_api(args: argparse.Namespace) -> None:
         start = time.monotonic()
         study = submit(
             api,
-            synthetic_study(
-                "api-latency", args.trials, max_concurrent=4, resources={"cpus": 0.5}
-            ),
+            synthetic_study("api-latency", args.trials, max_concurrent=4, resources={"cpus": 0.5}),
         )
         final = wait_all(api, [study["id"]], timeout_s=7200)[study["id"]]
         filled = time.monotonic() - start
