@@ -210,22 +210,30 @@ def bench_overhead(args: argparse.Namespace) -> None:
 
 
 async def _hammer(
-    url: str, paths: list[str], clients: int, requests_per_client: int
-) -> dict[str, list[float]]:
+    url: str, paths: list[str], clients: int, requests_per_client: int, think_s: float
+) -> tuple[dict[str, list[float]], float]:
+    """``clients`` concurrent clients, each sending ``requests_per_client`` requests with
+    ``think_s`` (jittered ±50%) between them; returns latencies per path and requests/s."""
     latencies: dict[str, list[float]] = defaultdict(list)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
 
         async def one_client(i: int) -> None:
+            rng = random.Random(i)
+            await asyncio.sleep(rng.uniform(0, think_s))
             for k in range(requests_per_client):
+                if k and think_s:
+                    await asyncio.sleep(think_s * rng.uniform(0.5, 1.5))
                 path = paths[(i + k) % len(paths)]
                 start = time.perf_counter()
                 answer = await client.get(path)
                 latencies[path].append((time.perf_counter() - start) * 1e3)
                 answer.raise_for_status()
 
+        start = time.perf_counter()
         await asyncio.gather(*(one_client(i) for i in range(clients)))
-    return latencies
+        rate = clients * requests_per_client / (time.perf_counter() - start)
+    return latencies, rate
 
 
 def bench_api(args: argparse.Namespace) -> None:
@@ -244,20 +252,29 @@ def bench_api(args: argparse.Namespace) -> None:
         filled = time.monotonic() - start
         sid = study["id"]
         paths = [f"/api/v1/studies/{sid}", f"/api/v1/studies/{sid}/trials?limit=100"]
-        asyncio.run(_hammer(url, paths, args.clients, 2))  # warm-up
-        latencies = asyncio.run(_hammer(url, paths, args.clients, args.requests))
+        asyncio.run(_hammer(url, paths, args.clients, 2, 0.0))  # warm-up
+        runs = [
+            (think, *asyncio.run(_hammer(url, paths, args.clients, args.requests, think)))
+            for think in (args.think_s, 0.0)
+        ]
     print(
         f"{args.db}: study of {final['counts']['complete']} complete trials "
         f"(filled in {filled:.0f} s); {args.clients} concurrent clients\n"
     )
-    print("| endpoint | requests | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|")
-    for path, values in latencies.items():
-        values.sort()
-        p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
-        print(
-            f"| `GET {path.replace(str(sid), '{id}')}` | {len(values)} | "
-            f"{statistics.median(values):.1f} | {p99:.1f} | {values[-1]:.1f} |"
-        )
+    print(
+        "| clients wait between requests | endpoint | requests | req/s (all) | p50 ms | p99 ms "
+        "| max ms |\n|---|---|---:|---:|---:|---:|---:|"
+    )
+    for think, latencies, rate in runs:
+        mode = f"{think:g} s (±50%)" if think else "no wait (saturation)"
+        for path, values in latencies.items():
+            values.sort()
+            p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
+            label = path.replace(f"/studies/{sid}", "/studies/{id}")
+            print(
+                f"| {mode} | `GET {label}` | {len(values)} | {rate:.0f} | "
+                f"{statistics.median(values):.1f} | {p99:.1f} | {values[-1]:.1f} |"
+            )
 
 
 # --- fairness ---------------------------------------------------------------------------
@@ -413,7 +430,8 @@ def main() -> None:
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--trials", type=int, default=5000)
     p.add_argument("--clients", type=int, default=50)
-    p.add_argument("--requests", type=int, default=20, help="per client and endpoint mix")
+    p.add_argument("--requests", type=int, default=20, help="requests per client")
+    p.add_argument("--think-s", type=float, default=1.0, help="a client's pause between requests")
     p = sub.add_parser("fairness")
     p.add_argument("--sleep-s", type=float, default=0.1)
     p.add_argument("--sizes", type=int, nargs="+")
