@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -100,6 +99,36 @@ class ProjectingOptimizer(Optimizer):
             return value.to(dtype=compute_dtype(param), device=param.device)
         return value.to(device=param.device)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.load_state_dict``, with the loaded state placed like fresh
+        state (see ``_process_value_according_to_param_policy``).
+
+        torch's loader calls ``Optimizer._process_value_according_to_param_policy`` by the
+        base class's name, so the override above is never used by it: it casts every
+        floating-point state tensor to the parameter's dtype (fp16/bf16 moments, rounded)
+        and the ``uint8`` projection codes to floats. The saved tensors are placed again
+        here, from the state dict as given, by this class's policy.
+        """
+        super().load_state_dict(state_dict)
+        saved_groups = state_dict["param_groups"]
+        id_map = dict(
+            zip(
+                (i for g in saved_groups for i in g["params"]),
+                (p for g in self.param_groups for p in g["params"]),
+                strict=True,
+            )
+        )
+        for param_id, saved in state_dict["state"].items():
+            param = id_map.get(param_id)
+            if param is None:
+                continue
+            state = self.state[param]
+            for key, value in saved.items():
+                if torch.is_tensor(value):
+                    state[key] = self._process_value_according_to_param_policy(
+                        param, value, param_id, saved_groups, key
+                    )
+
     def _step_tensor(self, param: Tensor, group: dict[str, Any]) -> Tensor:
         device = param.device if group["capturable"] else torch.device("cpu")
         return torch.zeros((), dtype=torch.float32, device=device)
@@ -160,11 +189,15 @@ class ProjectingOptimizer(Optimizer):
         first = next(p for g in self.param_groups for p in g["params"])
         if not pairs:
             return torch.zeros((), dtype=torch.float32, device=first.device)
-        total = math.fsum(p.numel() for p, _ in pairs)
-        parts = [
-            (code.to(first.device) > 0).to(torch.float32) * (p.numel() / total) for p, code in pairs
-        ]
-        return torch.stack(parts).sum()
+        # Projected elements over all elements, both summed by the same kernel over the same
+        # sizes: exactly 1 when every weight was projected, and never above 1 (a float32 sum
+        # of per-weight shares can come out as 0.99999994 or 1.0000001).
+        device = first.device
+        sizes = torch.stack(
+            [torch.full((), float(p.numel()), dtype=torch.float32, device=device) for p, _ in pairs]
+        )
+        projected = torch.stack([code.to(device) > 0 for _, code in pairs])
+        return (sizes * projected).sum() / sizes.sum()
 
 
 def to_compute(tensors: Sequence[Tensor]) -> list[Tensor]:

@@ -184,8 +184,9 @@ def _single_tensor_adamp(
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     step_size: float | Tensor
     if capturable:
-        denom = (exp_avg_sq.sqrt() / (1 - beta2**step).sqrt()).add_(eps)
-        step_size = lr / (1 - beta1**step)
+        t = step.to(w.dtype)  # step count in the compute dtype, still on the device
+        denom = (exp_avg_sq.sqrt() / _bias_corrections(beta2, [t])[0].sqrt()).add_(eps)
+        step_size = lr / _bias_corrections(beta1, [t])[0]
     else:
         t = step.item()  # the step count lives on the CPU: no device sync
         denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
@@ -242,14 +243,12 @@ def _multi_tensor_adamp(
     denoms = list(torch._foreach_sqrt(exp_avg_sqs))
     step_sizes: list[float] | list[Tensor]
     if capturable:
-        bias2 = torch._foreach_pow(beta2, steps)
-        torch._foreach_neg_(bias2)
-        torch._foreach_add_(bias2, 1)
+        # Step counts in the compute dtype (float64 parameters keep float64 precision).
+        ts = [t.to(ws[0].dtype) for t in steps]
+        bias2 = _bias_corrections(beta2, ts)
         torch._foreach_sqrt_(bias2)
         torch._foreach_div_(denoms, bias2)
-        bias1 = torch._foreach_pow(beta1, steps)
-        torch._foreach_neg_(bias1)
-        torch._foreach_add_(bias1, 1)
+        bias1 = _bias_corrections(beta1, ts)
         torch._foreach_reciprocal_(bias1)
         torch._foreach_mul_(bias1, lr)
         step_sizes = list(bias1)
@@ -271,6 +270,23 @@ def _multi_tensor_adamp(
     project_and_decay_(ws, gs, updates, states, delta, eps, _decay(lr, weight_decay, wd_ratio))
     apply_updates_(ws, updates, step_sizes)
     write_back(params, ws)
+
+
+def _bias_corrections(beta: float, steps: Sequence[Tensor]) -> list[Tensor]:
+    """``1 - beta**t`` for each step-count tensor ``t``, computed as ``-expm1(t * log(beta))``.
+
+    The direct form cancels catastrophically when ``beta**t`` is close to 1 (``beta2=0.999``
+    at the first steps): in float32 it is off by about 1e-5 relative, and the capturable path
+    (step counts on the device) would not give the numbers of the plain path, which computes
+    the corrections in double precision on the host. This form is accurate to a few ulps of
+    the step count's dtype. New tensors: the step counts are left as they are.
+    """
+    if beta == 0:
+        return [torch.ones_like(t) for t in steps]  # 1 - 0**t for t >= 1
+    corrections = list(torch._foreach_mul(list(steps), math.log(beta)))
+    torch._foreach_expm1_(corrections)
+    torch._foreach_neg_(corrections)
+    return corrections
 
 
 def _decay(lr: float, weight_decay: float, wd_ratio: float) -> tuple[float, float] | None:
