@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
-from service import metrics, runtime
+from service import dashboard, metrics, runtime
 from service.api import cluster, errors, health, studies, trials, workloads
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
@@ -102,4 +102,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (studies.router, trials.router, workloads.router, cluster.router, health.router):
         app.include_router(router)
+    dashboard.install(app)
     return app

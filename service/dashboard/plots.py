@@ -1,0 +1,101 @@
+"""Optuna's own plots of a study (``optuna.visualization``) as Plotly JSON for the dashboard."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+CONTOUR_PAIRS = (("lr", "wd_ratio"), ("lr", "delta"))
+
+
+def _varied_params(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Parameters that take at least two values over ``trials``, in first-seen order."""
+    seen: dict[str, set[str]] = {}
+    for trial in trials:
+        for key, value in trial.params.items():
+            seen.setdefault(key, set()).add(repr(value))
+    return [key for key, values in seen.items() if len(values) > 1]
+
+
+def _plot(
+    key: str, title: str, build: Callable[[], Any], note: str | None = None
+) -> dict[str, Any]:
+    """One plot's entry: Plotly's figure as JSON, or a note saying why there is none."""
+    if note is not None:
+        return {"key": key, "title": title, "figure": None, "note": note}
+    try:
+        figure = json.loads(build().to_json())
+    except (ValueError, RuntimeError, ZeroDivisionError) as err:
+        log.info("no %s plot: %s", key, err)
+        return {"key": key, "title": title, "figure": None, "note": f"cannot plot: {err}"}
+    return {"key": key, "title": title, "figure": figure, "note": None}
+
+
+def _contour(study: optuna.Study, x: str, y: str) -> Callable[[], Any]:
+    return lambda: optuna.visualization.plot_contour(study, params=[x, y])
+
+
+def study_plots(study: optuna.Study) -> dict[str, Any]:
+    """Every dashboard plot of ``study``; a plot that the trials cannot support is a note."""
+    vis = optuna.visualization
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    n = len(complete)
+    varied = _varied_params(complete)
+    params = sorted({k for t in complete for k in t.params})
+    has_intermediate = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
+    too_few = None if n >= 2 else f"needs at least 2 complete trials ({n} so far)"
+    plots = [
+        _plot(
+            "history",
+            "Optimization history",
+            lambda: vis.plot_optimization_history(study),
+            None if n >= 1 else "no complete trial yet",
+        ),
+        _plot(
+            "intermediate",
+            "Intermediate values",
+            lambda: vis.plot_intermediate_values(study),
+            None if has_intermediate else "no trial has reported intermediate values yet",
+        ),
+        _plot(
+            "importance",
+            "Parameter importances",
+            lambda: vis.plot_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            ),
+            too_few or (None if varied else "no parameter varies across the complete trials"),
+        ),
+    ]
+    for x, y in CONTOUR_PAIRS:
+        if x in params and y in params:
+            both_vary = x in varied and y in varied
+            plots.append(
+                _plot(
+                    f"contour-{x}-{y}",
+                    f"Contour: {x} vs {y}",
+                    _contour(study, x, y),
+                    too_few or (None if both_vary else f"{x} and {y} must both vary"),
+                )
+            )
+    plots += [
+        _plot(
+            "parallel",
+            "Parallel coordinates",
+            lambda: vis.plot_parallel_coordinate(study),
+            too_few,
+        ),
+        _plot(
+            "slice",
+            "Slice",
+            lambda: vis.plot_slice(study),
+            None if n >= 1 else "no complete trial yet",
+        ),
+    ]
+    return {"n_complete": n, "plots": plots}

@@ -1,0 +1,96 @@
+"""The dashboard's HTML pages and the JSON only it needs (plots, the best configuration).
+
+Pages are shells that load without a token; everything about studies comes from the JSON
+API, fetched by the page's script with the token the user entered (when auth is on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from service import repository
+from service.api.deps import SessionDep, StateDep, current_user
+from service.api.views import study_out
+from service.dashboard.plots import study_plots
+from workers.optimizers import python_snippet
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+router = APIRouter(include_in_schema=False)
+data = APIRouter(prefix="/dashboard-api", tags=["dashboard"], dependencies=[Depends(current_user)])
+
+
+def _page(request: Request, state: StateDep, template: str, **context: Any) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {"auth_required": state.settings.auth_required, **context},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def studies_page(request: Request, state: StateDep) -> HTMLResponse:
+    """The studies list, refreshed live from ``/api/v1/studies``."""
+    return _page(request, state, "studies.html", page="studies")
+
+
+@router.get("/studies/{study_id}", response_class=HTMLResponse)
+def study_page(study_id: int, request: Request, state: StateDep) -> HTMLResponse:
+    """One study, live while it runs."""
+    return _page(request, state, "study.html", page="study", study_id=study_id)
+
+
+@router.get("/dashboard/plotly.min.js")
+def plotly_js() -> FileResponse:
+    """plotly.js as the ``plotly`` package ships it: the dashboard needs no CDN."""
+    return FileResponse(
+        PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"}
+    )
+
+
+@data.get("/studies/{study_id}/plots")
+def plots(study_id: int, state: StateDep, session: SessionDep) -> dict[str, Any]:
+    """Optuna's plots of the study as Plotly figures (JSON), with a note where none fits.
+
+    Cached per study until its finished-trial counts change.
+    """
+    record = repository.get_study(session, study_id)
+    out = study_out(session, record)
+    if record.optuna_study_id is None:
+        return {"n_complete": 0, "plots": [], "note": "the study has not started yet"}
+    counts = out.counts
+    key = ("plots", study_id, counts.complete, counts.pruned, counts.fail, counts.running)
+    cache: dict[Any, Any] = state.extras.setdefault("dashboard_plots", {})
+    if key not in cache:
+        study = optuna.load_study(study_name=record.name, storage=state.storage)
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = study_plots(study)
+    result: dict[str, Any] = cache[key]
+    return result
+
+
+@data.get("/studies/{study_id}/best")
+def best_configuration(study_id: int, session: SessionDep) -> dict[str, Any]:
+    """The best trial's optimizer construction as Python to copy (``None`` before one)."""
+    out = study_out(session, repository.get_study(session, study_id))
+    if out.best_trial is None:
+        return {"trial": None, "value": None, "python": None}
+    values = {**out.fixed, **out.best_trial.params}
+    return {
+        "trial": out.best_trial.number,
+        "value": out.best_trial.value,
+        "python": python_snippet(out.optimizer, values),
+    }
+
+
+router.include_router(data)

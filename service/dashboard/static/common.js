@@ -1,0 +1,152 @@
+// Shared by the dashboard pages: the API token, fetching JSON, building DOM safely.
+// Data from the API is only ever put into the page with textContent, never as HTML.
+"use strict";
+
+const AT = (() => {
+  const TOKEN_KEY = "adamp-tune.token";
+  const body = document.body;
+  const authRequired = body.dataset.authRequired === "true";
+
+  function token() {
+    return window.localStorage.getItem(TOKEN_KEY) || "";
+  }
+
+  function show(id, text) {
+    const box = document.getElementById(id);
+    if (!box) return;
+    box.textContent = text || "";
+    box.hidden = !text;
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function getJSON(path, params) {
+    const url = new URL(path, window.location.origin);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (Array.isArray(v)) v.forEach((item) => url.searchParams.append(k, item));
+      else if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
+    }
+    const headers = { Accept: "application/json" };
+    const t = token();
+    if (t) headers.Authorization = `Bearer ${t}`;
+    let answer;
+    try {
+      answer = await fetch(url, { headers, cache: "no-store" });
+    } catch (err) {
+      show("error-message", "The service does not answer; retrying…");
+      throw new ApiError(0, String(err));
+    }
+    if (answer.status === 401) {
+      let message = "This service needs an API token.";
+      try {
+        message = (await answer.json()).message || message;
+      } catch (_) { /* keep the default */ }
+      show(
+        "auth-message",
+        `${message} Enter your token (from \`adamp-tune token create YOUR_NAME\`) above and press Save.`,
+      );
+      throw new ApiError(401, message);
+    }
+    show("auth-message", "");
+    if (!answer.ok) {
+      let message = `${answer.status} ${answer.statusText}`;
+      try {
+        message = (await answer.json()).message || message;
+      } catch (_) { /* keep the status line */ }
+      throw new ApiError(answer.status, message);
+    }
+    show("error-message", "");
+    return answer.json();
+  }
+
+  // el("td", {className: "x"}, "text", childNode, ...): children are text or nodes.
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (k === "dataset") Object.assign(node.dataset, v);
+      else node[k] = v;
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function fmtNumber(v) {
+    if (v === null || v === undefined) return "";
+    if (typeof v !== "number") return String(v);
+    if (Number.isInteger(v)) return String(v);
+    const abs = Math.abs(v);
+    return abs !== 0 && (abs < 1e-3 || abs >= 1e5) ? v.toExponential(3) : v.toPrecision(4);
+  }
+
+  function fmtDuration(s) {
+    if (s === null || s === undefined) return "";
+    if (s < 60) return `${s.toFixed(1)} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+    return `${Math.floor(s / 86400)} d ${Math.round((s % 86400) / 3600)} h`;
+  }
+
+  function age(iso) {
+    if (!iso) return "";
+    // The API's datetimes are UTC; some come without an offset.
+    const stamp = /[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : `${iso}Z`;
+    const s = (Date.now() - Date.parse(stamp)) / 1000;
+    return Number.isFinite(s) ? `${fmtDuration(Math.max(0, s))} ago` : "";
+  }
+
+  // Run fn now and every periodMs after it settles; pauses while the tab is hidden.
+  function poll(fn, periodMs) {
+    let timer = null;
+    async function tick() {
+      timer = null;
+      try {
+        await fn();
+      } catch (err) {
+        if (!(err instanceof ApiError)) console.warn(err);
+        else if (err.status !== 401 && err.status !== 0) show("error-message", err.message);
+      }
+      if (timer === null) timer = window.setTimeout(tick, periodMs);
+    }
+    tick();
+    return {
+      now() {
+        if (timer !== null) window.clearTimeout(timer);
+        timer = null;
+        tick();
+      },
+    };
+  }
+
+  function setupTokenBox(onChange) {
+    const form = document.getElementById("token-form");
+    const input = document.getElementById("token-input");
+    const clear = document.getElementById("token-clear");
+    if (!form || !input) return;
+    input.value = token();
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const value = input.value.trim();
+      if (value) window.localStorage.setItem(TOKEN_KEY, value);
+      else window.localStorage.removeItem(TOKEN_KEY);
+      onChange();
+    });
+    clear.addEventListener("click", () => {
+      input.value = "";
+      window.localStorage.removeItem(TOKEN_KEY);
+      onChange();
+    });
+    if (authRequired && !token()) {
+      show("auth-message", "This service needs an API token: enter it above and press Save.");
+    }
+  }
+
+  return { getJSON, el, fmtNumber, fmtDuration, age, poll, show, setupTokenBox, ApiError };
+})();
