@@ -12,9 +12,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
-from optuna.distributions import json_to_distribution
+from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages._rdb import models as _optuna_models
 from optuna.trial import TrialState
 from sqlalchemy import func, select
@@ -92,35 +93,49 @@ def _decode(value_json: str) -> Any:
         return value_json
 
 
+@lru_cache(maxsize=4096)
+def _distribution(distribution_json: str) -> BaseDistribution:
+    """Parsed distributions, shared: a study has a handful of distinct ones."""
+    return json_to_distribution(distribution_json)
+
+
 def _fill(session: Session, rows: dict[int, TrialRow], with_intermediate: bool) -> None:
+    """Params, values, user attributes and intermediate values of ``rows``, by plain column
+    selects (no ORM objects: a page of 100 trials loads thousands of these rows)."""
     ids = list(rows)
     if not ids:
         return
-    for p in session.scalars(
-        select(om.TrialParamModel).where(om.TrialParamModel.trial_id.in_(ids))
-    ):
-        dist = json_to_distribution(p.distribution_json)
-        rows[p.trial_id].params[p.param_name] = dist.to_external_repr(p.param_value)
-    for v in session.scalars(
-        select(om.TrialValueModel).where(
-            om.TrialValueModel.trial_id.in_(ids), om.TrialValueModel.objective == 0
+    param = om.TrialParamModel
+    for trial_id, name, stored, dist_json in session.execute(
+        select(param.trial_id, param.param_name, param.param_value, param.distribution_json).where(
+            param.trial_id.in_(ids)
         )
     ):
-        rows[v.trial_id].value = om.TrialValueModel.stored_repr_to_value(v.value, v.value_type)
-    for a in session.scalars(
-        select(om.TrialUserAttributeModel).where(om.TrialUserAttributeModel.trial_id.in_(ids))
+        rows[trial_id].params[name] = _distribution(dist_json).to_external_repr(stored)
+    value = om.TrialValueModel
+    for trial_id, stored, value_type in session.execute(
+        select(value.trial_id, value.value, value.value_type).where(
+            value.trial_id.in_(ids), value.objective == 0
+        )
     ):
-        rows[a.trial_id].user_attrs[a.key] = _decode(a.value_json)
+        rows[trial_id].value = value.stored_repr_to_value(stored, value_type)
+    attr = om.TrialUserAttributeModel
+    for trial_id, key, value_json in session.execute(
+        select(attr.trial_id, attr.key, attr.value_json).where(attr.trial_id.in_(ids))
+    ):
+        rows[trial_id].user_attrs[key] = _decode(value_json)
     if with_intermediate:
-        for iv in session.scalars(
-            select(om.TrialIntermediateValueModel)
-            .where(om.TrialIntermediateValueModel.trial_id.in_(ids))
-            .order_by(om.TrialIntermediateValueModel.step)
-        ):
-            value = om.TrialIntermediateValueModel.stored_repr_to_intermediate_value(
-                iv.intermediate_value, iv.intermediate_value_type
+        inter = om.TrialIntermediateValueModel
+        for trial_id, step, stored, value_type in session.execute(
+            select(
+                inter.trial_id, inter.step, inter.intermediate_value, inter.intermediate_value_type
             )
-            rows[iv.trial_id].intermediate_values.append((iv.step, value))
+            .where(inter.trial_id.in_(ids))
+            .order_by(inter.step)
+        ):
+            rows[trial_id].intermediate_values.append(
+                (step, inter.stored_repr_to_intermediate_value(stored, value_type))
+            )
 
 
 def _row(model: om.TrialModel) -> TrialRow:

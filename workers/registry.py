@@ -12,6 +12,7 @@ installed on the workers (and on the service, which validates arguments) with an
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -74,7 +75,22 @@ def _load_builtins() -> None:
     import workers.builtin  # noqa: F401, PLC0415
 
 
+PLUGIN_RESCAN_S = 60.0
+"""How long the installed plug-ins are remembered: scanning the entry points reads every
+installed distribution's metadata, far too slow to do on each API request, while a package
+installed into a running service still shows up within a minute."""
+_plugins: tuple[float, dict[str, Workload]] | None = None
+
+
 def _from_entry_points() -> dict[str, Workload]:
+    global _plugins  # noqa: PLW0603 - a process-wide cache of the scan below
+    now = time.monotonic()
+    if _plugins is None or now - _plugins[0] > PLUGIN_RESCAN_S:
+        _plugins = (now, _scan_entry_points())
+    return _plugins[1]
+
+
+def _scan_entry_points() -> dict[str, Workload]:
     found: dict[str, Workload] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:

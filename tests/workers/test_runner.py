@@ -100,6 +100,7 @@ def test_workloads_installed_through_entry_points_are_found(
     broken = EntryPoint("broken", "no_such_module:thing", registry.ENTRY_POINT_GROUP)
     clash = EntryPoint("clash", "workers.builtin.synthetic:WORKLOAD", registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [good, broken, clash])
+    monkeypatch.setattr(registry, "_plugins", None)  # forget an earlier scan
     found = all_workloads()
     assert {"digits-cnn", "synthetic", "team-model"} <= set(found)
     assert found["synthetic"].train is not _plugin, "a plug-in cannot replace a built-in"
