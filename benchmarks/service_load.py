@@ -252,6 +252,7 @@ def bench_api(args: argparse.Namespace) -> None:
         filled = time.monotonic() - start
         sid = study["id"]
         paths = [f"/api/v1/studies/{sid}", f"/api/v1/studies/{sid}/trials?limit=100"]
+        pages = dashboard_timings(url, sid)
         asyncio.run(_hammer(url, paths, args.clients, 2, 0.0))  # warm-up
         runs = [
             (think, *asyncio.run(_hammer(url, paths, args.clients, args.requests, think)))
@@ -265,6 +266,10 @@ def bench_api(args: argparse.Namespace) -> None:
         "| clients wait between requests | endpoint | requests | req/s (all) | p50 ms | p99 ms "
         "| max ms |\n|---|---|---:|---:|---:|---:|---:|"
     )
+    print("\nDashboard study page in headless Chromium, same study (one load each):\n")
+    print("| milestone | s after navigation |\n|---|---:|")
+    for milestone, seconds in pages.items():
+        print(f"| {milestone} | {seconds:.2f} |")
     for think, latencies, rate in runs:
         mode = f"{think:g} s (±50%)" if think else "no wait (saturation)"
         for path, values in latencies.items():
@@ -275,6 +280,34 @@ def bench_api(args: argparse.Namespace) -> None:
                 f"| {mode} | `GET {label}` | {len(values)} | {rate:.0f} | "
                 f"{statistics.median(values):.1f} | {p99:.1f} | {values[-1]:.1f} |"
             )
+
+
+def dashboard_timings(url: str, sid: int) -> dict[str, float]:
+    """Seconds from navigation to each milestone of the study page (Debian's Chromium)."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only this benchmark
+
+    out: dict[str, float] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page()
+        start = time.perf_counter()
+        page.goto(f"{url}/studies/{sid}", wait_until="commit")
+        page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0")
+        out["first contentful paint"] = page.evaluate(
+            "performance.getEntriesByName('first-contentful-paint')[0].startTime / 1000"
+        )
+        page.wait_for_function("document.getElementById('study-name').textContent !== '…'")
+        out["study summary shown"] = time.perf_counter() - start
+        page.wait_for_selector("#trials tbody tr")
+        out["trials table filled"] = time.perf_counter() - start
+        page.wait_for_selector("#plots .js-plotly-plot", timeout=300_000)
+        out["first plot drawn"] = time.perf_counter() - start
+        page.wait_for_function(
+            "document.getElementById('plots').dataset.nComplete !== undefined", timeout=600_000
+        )
+        out["all plots drawn (importances, contours)"] = time.perf_counter() - start
+        browser.close()
+    return out
 
 
 # --- fairness ---------------------------------------------------------------------------

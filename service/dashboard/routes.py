@@ -7,7 +7,7 @@ API, fetched by the page's script with the token the user entered (when auth is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import plotly
@@ -58,8 +58,14 @@ def plotly_js() -> FileResponse:
 
 
 @data.get("/studies/{study_id}/plots")
-def plots(study_id: int, state: StateDep, session: SessionDep) -> dict[str, Any]:
-    """Optuna's plots of the study as Plotly figures (JSON), with a note where none fits.
+def plots(
+    study_id: int,
+    state: StateDep,
+    session: SessionDep,
+    group: Literal["fast", "slow"] | None = None,
+) -> dict[str, Any]:
+    """Optuna's plots of the study as Plotly figures (JSON), with a note where none fits;
+    ``group=fast`` or ``group=slow`` for one half (the page draws the fast half first).
 
     Cached per study until its finished-trial counts change.
     """
@@ -68,13 +74,13 @@ def plots(study_id: int, state: StateDep, session: SessionDep) -> dict[str, Any]
     if record.optuna_study_id is None:
         return {"n_complete": 0, "plots": [], "note": "the study has not started yet"}
     counts = out.counts
-    key = ("plots", study_id, counts.complete, counts.pruned, counts.fail, counts.running)
+    key = ("plots", study_id, group, counts.complete, counts.pruned, counts.fail, counts.running)
     cache: dict[Any, Any] = state.extras.setdefault("dashboard_plots", {})
     if key not in cache:
         study = optuna.load_study(study_name=record.name, storage=state.storage)
         if len(cache) > 64:
             cache.clear()
-        cache[key] = study_plots(study)
+        cache[key] = study_plots(study, group)
     result: dict[str, Any] = cache[key]
     return result
 

@@ -203,17 +203,21 @@
       const layout = Object.assign({}, plot.figure.layout, { autosize: true, height: 420 });
       Plotly.react(div, plot.figure.data, layout, { responsive: true, displaylogo: false });
     }
-    document.getElementById("plots").dataset.nComplete = String(answer.n_complete);
   }
 
   async function refreshPlots(signature) {
     plotsBusy = true;
     try {
       text("plots-note", plotsSignature === null ? "(computing…)" : "");
-      const answer = await getJSON(`/dashboard-api/studies/${studyId}/plots`);
+      // Plots drawn from the trials first; those that fit a model (importances, contours)
+      // take seconds on big studies and follow.
+      const base = `/dashboard-api/studies/${studyId}/plots`;
+      renderPlots(await getJSON(`${base}?group=fast`));
+      const slow = await getJSON(`${base}?group=slow`);
+      renderPlots(slow);
       plotsSignature = signature;
       plotsFetchedAt = Date.now();
-      renderPlots(answer);
+      document.getElementById("plots").dataset.nComplete = String(slow.n_complete);
     } finally {
       plotsBusy = false;
     }
