@@ -180,18 +180,22 @@ def _single_tensor_adamp(
     exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
     step += 1
 
-    exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
+    exp_avg.lerp_(g, 1 - beta1)  # beta1 * m + (1 - beta1) * g in one pass
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     step_size: float | Tensor
+    # One temporary for the denominator, reused for the update (the reference allocates
+    # three): on a CPU, fresh large buffers cost as much as the arithmetic.
+    denom = exp_avg_sq.sqrt()
     if capturable:
         t = step.to(w.dtype)  # step count in the compute dtype, still on the device
-        denom = (exp_avg_sq.sqrt() / _bias_corrections(beta2, [t])[0].sqrt()).add_(eps)
+        denom.div_(_bias_corrections(beta2, [t])[0].sqrt()).add_(eps)
         step_size = lr / _bias_corrections(beta1, [t])[0]
     else:
         t = step.item()  # the step count lives on the CPU: no device sync
-        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
+        denom.div_(math.sqrt(1 - beta2**t)).add_(eps)
         step_size = lr / (1 - beta1**t)
-    update = (beta1 * exp_avg + (1 - beta1) * g) / denom if nesterov else exp_avg / denom
+    numerator = beta1 * exp_avg + (1 - beta1) * g if nesterov else exp_avg
+    update = torch.div(numerator, denom, out=denom)
 
     decay = _decay(lr, weight_decay, wd_ratio)
     if param.dim() > 1:
@@ -235,8 +239,7 @@ def _multi_tensor_adamp(
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1)
 
-    torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, gs, alpha=1 - beta1)
+    torch._foreach_lerp_(exp_avgs, gs, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, gs, gs, value=1 - beta2)
 
