@@ -369,7 +369,9 @@ class Scheduler:
 
         Higher priority first. Within a priority, free slots go to users in turn, the user
         served longest ago first, so one user's large study cannot starve another's small
-        one; each user's oldest study that can use a slot takes it. A user's running trials
+        one. Among one user's studies, the one with the fewest trials left to finish takes
+        the slot (the oldest on a tie): short studies finish first, as shortest-remaining-
+        first minimises the mean time a user waits for results. A user's running trials
         never hold more than ``max_gpus_per_user`` GPUs.
         """
         if self._stop.is_set():
@@ -380,7 +382,10 @@ class Scheduler:
             owner = self._studies[rt.study_id].owner if rt.study_id in self._studies else ""
             gpus_by_user[owner] = gpus_by_user.get(owner, 0.0) + rt.gpus
         tiers: dict[int, dict[str, list[ActiveStudy]]] = {}
-        for active in sorted(self._studies.values(), key=lambda a: (a.created_at, a.id)):
+        for active in sorted(
+            self._studies.values(),
+            key=lambda a: (a.target - a.finished, a.created_at, a.id),
+        ):
             tiers.setdefault(active.priority, {}).setdefault(active.owner, []).append(active)
         for priority in sorted(tiers, reverse=True):
             by_user = tiers[priority]

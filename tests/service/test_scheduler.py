@@ -300,6 +300,35 @@ def test_users_take_turns_so_a_small_study_is_not_starved(parts) -> None:
     assert big_done <= 12, big_done
 
 
+def test_a_users_short_study_finishes_before_their_long_one(parts) -> None:
+    sessions, storage = parts
+    slow = {"steps": 4, "sleep_s": 0.03}
+    executor = FlakyExecutor(cpus=2)  # two slots for the user's two studies
+    long = _submit(
+        sessions, storage, "long", owner="ann", n_trials=12, max_concurrent=2, fixed=slow
+    )
+    scheduler = Scheduler(sessions, storage, executor)
+    scheduler.start()
+    try:
+        while len(executor.submitted) < 2:
+            time.sleep(0.02)
+        short = _submit(
+            sessions, storage, "short", owner="ann", n_trials=3, max_concurrent=2, fixed=slow
+        )
+        _wait_status(sessions, short.id, ("completed",))
+        long_done = sum(1 for t in _trials(storage, "long") if t.state == TrialState.COMPLETE)
+        _wait_status(sessions, long.id, ("completed",), timeout_s=60)
+    finally:
+        scheduler.stop()
+    order = [r.study_id for r in executor.submitted]
+    first_short = order.index(short.id)
+    # Submitted later, the short study took the slots that freed up until its 3 trials had
+    # started, and finished while the long one was still far from done.
+    assert order[first_short : first_short + 3] == [short.id] * 3
+    assert long.id in order[first_short + 3 :], "the long study waited with trials to start"
+    assert long_done < 12, long_done
+
+
 def test_higher_priority_is_served_first(parts) -> None:
     sessions, storage = parts
     slow = {"steps": 4, "sleep_s": 0.03}
