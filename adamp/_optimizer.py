@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -157,6 +157,49 @@ class ProjectingOptimizer(Optimizer):
             grads.append(p.grad)
             states.append(state)
         return params, grads, states
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, states = self._collect(group)
+            if not params:
+                continue
+            options = self._options(group)
+            if self._use_foreach(group, params):
+                for indices in group_by_device_and_dtype(params).values():
+                    self._multi_tensor_step(
+                        [params[i] for i in indices],
+                        [grads[i] for i in indices],
+                        [states[i] for i in indices],
+                        **options,
+                    )
+            else:
+                for param, grad, state in zip(params, grads, states, strict=True):
+                    self._single_tensor_step(param, grad, state, **options)
+        return loss
+
+    def _options(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of the step functions, read from a param group."""
+        raise NotImplementedError
+
+    def _single_tensor_step(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
+    ) -> None:
+        raise NotImplementedError
+
+    def _multi_tensor_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        **options: Any,
+    ) -> None:
+        raise NotImplementedError
 
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,7 +16,6 @@ from adamp._optimizer import (
     check_non_negative,
     check_unit_interval,
     decay_factors,
-    group_by_device_and_dtype,
     project_and_decay_,
     to_compute,
     write_back,
@@ -118,42 +117,34 @@ class AdamP(ProjectingOptimizer):
         state["exp_avg"] = self._zeros_like(param)
         state["exp_avg_sq"] = self._zeros_like(param)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, states = self._collect(group)
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            options = {
-                "lr": group["lr"],
-                "beta1": beta1,
-                "beta2": beta2,
-                "eps": group["eps"],
-                "weight_decay": group["weight_decay"],
-                "delta": group["delta"],
-                "wd_ratio": group["wd_ratio"],
-                "nesterov": group["nesterov"],
-                "maximize": group["maximize"],
-                "capturable": group["capturable"],
-            }
-            if self._use_foreach(group, params):
-                for indices in group_by_device_and_dtype(params).values():
-                    _multi_tensor_adamp(
-                        [params[i] for i in indices],
-                        [grads[i] for i in indices],
-                        [states[i] for i in indices],
-                        **options,
-                    )
-            else:
-                for param, grad, state in zip(params, grads, states, strict=True):
-                    _single_tensor_adamp(param, grad, state, **options)
-        return loss
+    def _options(self, group: dict[str, Any]) -> dict[str, Any]:
+        beta1, beta2 = group["betas"]
+        return {
+            "lr": group["lr"],
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": group["eps"],
+            "weight_decay": group["weight_decay"],
+            "delta": group["delta"],
+            "wd_ratio": group["wd_ratio"],
+            "nesterov": group["nesterov"],
+            "maximize": group["maximize"],
+            "capturable": group["capturable"],
+        }
+
+    def _single_tensor_step(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
+    ) -> None:
+        _single_tensor_adamp(param, grad, state, **options)
+
+    def _multi_tensor_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        **options: Any,
+    ) -> None:
+        _multi_tensor_adamp(params, grads, states, **options)
 
 
 def _single_tensor_adamp(

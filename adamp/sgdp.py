@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,7 +15,6 @@ from adamp._optimizer import (
     check_non_negative,
     check_unit_interval,
     decay_factors,
-    group_by_device_and_dtype,
     project_and_decay_,
     to_compute,
     write_back,
@@ -111,40 +110,32 @@ class SGDP(ProjectingOptimizer):
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         state["momentum"] = self._zeros_like(param)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, states = self._collect(group)
-            if not params:
-                continue
-            options = {
-                "lr": group["lr"],
-                "momentum": group["momentum"],
-                "dampening": group["dampening"],
-                "weight_decay": group["weight_decay"],
-                "nesterov": group["nesterov"],
-                "eps": group["eps"],
-                "delta": group["delta"],
-                "wd_ratio": group["wd_ratio"],
-                "maximize": group["maximize"],
-            }
-            if self._use_foreach(group, params):
-                for indices in group_by_device_and_dtype(params).values():
-                    _multi_tensor_sgdp(
-                        [params[i] for i in indices],
-                        [grads[i] for i in indices],
-                        [states[i] for i in indices],
-                        **options,
-                    )
-            else:
-                for param, grad, state in zip(params, grads, states, strict=True):
-                    _single_tensor_sgdp(param, grad, state, **options)
-        return loss
+    def _options(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "lr": group["lr"],
+            "momentum": group["momentum"],
+            "dampening": group["dampening"],
+            "weight_decay": group["weight_decay"],
+            "nesterov": group["nesterov"],
+            "eps": group["eps"],
+            "delta": group["delta"],
+            "wd_ratio": group["wd_ratio"],
+            "maximize": group["maximize"],
+        }
+
+    def _single_tensor_step(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
+    ) -> None:
+        _single_tensor_sgdp(param, grad, state, **options)
+
+    def _multi_tensor_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        **options: Any,
+    ) -> None:
+        _multi_tensor_sgdp(params, grads, states, **options)
 
 
 def _decay(
