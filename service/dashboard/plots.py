@@ -56,6 +56,54 @@ study of thousands of trials, so the page asks for them after the fast ones."""
 SLOW_KEYS = ("importance", "contour-")
 
 
+MAX_CURVES = 100
+"""Learning curves drawn at most (Plotly draws one trace per trial: thousands stall a
+browser for minutes); a big study shows its best and its latest."""
+MAX_LINES = 300
+"""Lines drawn at most in the parallel-coordinates plot, for the same reason."""
+
+
+def _best_and_latest(study: optuna.Study, keep: int) -> tuple[optuna.Study, str, list[int]]:
+    """``study`` itself when it has at most ``keep`` finished trials; otherwise an in-memory
+    copy holding the best half and the latest half of them, a title suffix saying so, and
+    the original number of each copied trial (the copy numbers them from 0)."""
+    finished = study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    )
+    if len(finished) <= keep:
+        return study, "", []
+    scored = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    best = sorted(scored, key=lambda t: t.value or 0.0, reverse=maximize)[: keep // 2]
+    chosen = {t.number: t for t in best}
+    for trial in sorted(finished, key=lambda t: t.number, reverse=True):
+        if len(chosen) >= keep:
+            break
+        chosen.setdefault(trial.number, trial)
+    numbers = sorted(chosen)
+    view = optuna.create_study(direction=study.direction)
+    view.add_trials([chosen[k] for k in numbers])
+    note = f" ({len(chosen)} of {len(finished)} trials: the {len(best)} best, the latest)"
+    return view, note, numbers
+
+
+def _renumbered(build: Callable[[], Any], numbers: list[int]) -> Callable[[], Any]:
+    """``build``, with trace names ``Trial<k>`` of a copied study mapped back to the
+    original trial numbers."""
+    if not numbers:
+        return build
+
+    def run() -> Any:
+        figure = build()
+        for trace in figure.data:
+            name = trace.name or ""
+            if name.startswith("Trial") and name[5:].isdigit() and int(name[5:]) < len(numbers):
+                trace.name = f"Trial{numbers[int(name[5:])]}"
+        return figure
+
+    return run
+
+
 def study_plots(study: optuna.Study, group: str | None = None) -> dict[str, Any]:
     """The dashboard plots of ``study`` (all, or one ``group``: ``FAST`` or ``SLOW``); a plot
     that the trials cannot support is a note."""
@@ -66,6 +114,8 @@ def study_plots(study: optuna.Study, group: str | None = None) -> dict[str, Any]
     params = sorted({k for t in complete for k in t.params})
     has_intermediate = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
     too_few = None if n >= 2 else f"needs at least 2 complete trials ({n} so far)"
+    curves, curves_note, curve_numbers = _best_and_latest(study, MAX_CURVES)
+    lines, lines_note, _ = _best_and_latest(study, MAX_LINES)
     plots = [
         _plot(
             "history",
@@ -75,8 +125,8 @@ def study_plots(study: optuna.Study, group: str | None = None) -> dict[str, Any]
         ),
         _plot(
             "intermediate",
-            "Intermediate values",
-            lambda: vis.plot_intermediate_values(study),
+            "Intermediate values" + curves_note,
+            _renumbered(lambda: vis.plot_intermediate_values(curves), curve_numbers),
             None if has_intermediate else "no trial has reported intermediate values yet",
         ),
         _plot(
@@ -104,8 +154,8 @@ def study_plots(study: optuna.Study, group: str | None = None) -> dict[str, Any]
     plots += [
         _plot(
             "parallel",
-            "Parallel coordinates",
-            lambda: vis.plot_parallel_coordinate(study),
+            "Parallel coordinates" + lines_note,
+            lambda: vis.plot_parallel_coordinate(lines),
             too_few,
         ),
         _plot(
