@@ -61,6 +61,10 @@ MAX_CURVES = 100
 browser for minutes); a big study shows its best and its latest."""
 MAX_LINES = 300
 """Lines drawn at most in the parallel-coordinates plot, for the same reason."""
+MAX_CONTOUR_POINTS = 200
+"""Trials a contour is interpolated from: Optuna grids the contour on the distinct values
+of both parameters, so its size grows with the square of the trials (5,000 trials made a
+267 MB figure)."""
 
 
 def _best_and_latest(study: optuna.Study, keep: int) -> tuple[optuna.Study, str, list[int]]:
@@ -116,6 +120,7 @@ def study_plots(study: optuna.Study, group: str | None = None) -> dict[str, Any]
     too_few = None if n >= 2 else f"needs at least 2 complete trials ({n} so far)"
     curves, curves_note, curve_numbers = _best_and_latest(study, MAX_CURVES)
     lines, lines_note, _ = _best_and_latest(study, MAX_LINES)
+    contour_view, contour_note, _ = _best_and_latest(study, MAX_CONTOUR_POINTS)
     plots = [
         _plot(
             "history",
@@ -146,8 +151,8 @@ def study_plots(study: optuna.Study, group: str | None = None) -> dict[str, Any]
             plots.append(
                 _plot(
                     f"contour-{x}-{y}",
-                    f"Contour: {x} vs {y}",
-                    _contour(study, x, y),
+                    f"Contour: {x} vs {y}" + contour_note,
+                    _contour(contour_view, x, y),
                     too_few or (None if both_vary else f"{x} and {y} must both vary"),
                 )
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from service.dashboard.plots import MAX_CURVES, MAX_LINES, study_plots
+from service.dashboard.plots import MAX_CONTOUR_POINTS, MAX_CURVES, MAX_LINES, study_plots
 
 
 @pytest.fixture(scope="module")
@@ -53,4 +53,8 @@ def test_the_slow_half_has_importances_and_contours(big_study: optuna.Study) -> 
     assert {p["key"] for p in plots["plots"]} == {"importance", "contour-lr-wd_ratio"}
     importance = _figure(plots, "importance")["figure"]["data"][0]
     assert set(importance["y"]) == {"lr", "wd_ratio"}
-    assert _figure(plots, "contour-lr-wd_ratio")["figure"]["data"]
+    contour = _figure(plots, "contour-lr-wd_ratio")
+    assert f"{MAX_CONTOUR_POINTS} of {len(big_study.trials)} trials" in contour["title"]
+    # The contour's grid is bounded by the trials it is drawn from.
+    grid = next(t for t in contour["figure"]["data"] if t["type"] == "contour")
+    assert len(grid["x"]) <= MAX_CONTOUR_POINTS + 2

@@ -14,6 +14,7 @@
   let trialsSignature = null;
   let plotsSignature = null;
   let plotsBusy = false;
+  let trialsLoaded = Promise.resolve();
   let plotsFetchedAt = 0;
   let bestSignature = null;
   let sortKey = "number";
@@ -232,7 +233,7 @@
     if (signature !== trialsSignature) {
       // Table, best trial and plots load in the background: the header never waits on them.
       trialsSignature = signature;
-      refreshTrials().catch(() => {
+      trialsLoaded = refreshTrials().catch(() => {
         trialsSignature = null;
       });
     }
@@ -247,9 +248,14 @@
     const ended = FINAL.includes(study.status);
     const due = ended || Date.now() - plotsFetchedAt > 5000;
     if (finished !== plotsSignature && !plotsBusy && due) {
-      refreshPlots(finished).catch(() => {
-        plotsSignature = null;
-      });
+      // After the table: computing plots keeps the server busy for seconds on big studies.
+      plotsBusy = true;
+      trialsLoaded
+        .then(() => refreshPlots(finished))
+        .catch(() => {
+          plotsSignature = null;
+          plotsBusy = false;
+        });
     }
   }
 
