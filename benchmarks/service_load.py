@@ -262,14 +262,14 @@ def bench_api(args: argparse.Namespace) -> None:
         f"{args.db}: study of {final['counts']['complete']} complete trials "
         f"(filled in {filled:.0f} s); {args.clients} concurrent clients\n"
     )
-    print(
-        "| clients wait between requests | endpoint | requests | req/s (all) | p50 ms | p99 ms "
-        "| max ms |\n|---|---|---:|---:|---:|---:|---:|"
-    )
     print("\nDashboard study page in headless Chromium, same study (one load each):\n")
     print("| milestone | s after navigation |\n|---|---:|")
     for milestone, seconds in pages.items():
         print(f"| {milestone} | {seconds:.2f} |")
+    print(
+        "\n| clients wait between requests | endpoint | requests | req/s (all) | p50 ms "
+        "| p99 ms | max ms |\n|---|---|---:|---:|---:|---:|---:|"
+    )
     for think, latencies, rate in runs:
         mode = f"{think:g} s (±50%)" if think else "no wait (saturation)"
         for path, values in latencies.items():
@@ -388,14 +388,13 @@ def bench_fairness(args: argparse.Namespace) -> None:
 # --- soak -------------------------------------------------------------------------------
 
 
-def _trial_workers() -> list[psutil.Process]:
-    """Ray worker processes running a trial right now (named ``ray::submit_trial``)."""
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::submit_trial") or "ray::submit_trial" in cmd.split(" ")[0]:
-            found.append(p)
-    return found
+def _running_trial_pids(api: httpx.Client, ids: list[int]) -> list[int]:
+    """Worker processes running a trial right now, as the API reports them."""
+    pids = []
+    for sid in ids:
+        page = api.get(f"/api/v1/studies/{sid}/trials", params={"state": "running"}).json()
+        pids += [t["node"]["pid"] for t in page["items"] if t.get("node")]
+    return pids
 
 
 def bench_soak(args: argparse.Namespace) -> None:
@@ -427,10 +426,10 @@ def bench_soak(args: argparse.Namespace) -> None:
             if all(s in FINAL for s in states):
                 break
             if time.monotonic() >= next_kill:
-                victims = _trial_workers()
+                victims = _running_trial_pids(api, ids)
                 if victims:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        rng.choice(victims).kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(rng.choice(victims), signal.SIGKILL)
                         kills += 1
                 next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * args.kill_every
             time.sleep(0.2)
