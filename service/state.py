@@ -9,6 +9,7 @@ import optuna
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.frozen import FrozenAnswers
 from service.scheduler import Scheduler
 from service.settings import Settings
 
@@ -24,3 +25,5 @@ class AppState:
     scheduler: Scheduler | None
     importance_cache: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    frozen_answers: FrozenAnswers = field(default_factory=FrozenAnswers)
+    """Answers about studies that can no longer change (see ``service.frozen``)."""

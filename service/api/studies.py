@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import optuna
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from service import repository, runtime
 from service.api.deps import SessionDep, StateDep, UserDep, current_user
 from service.api.views import study_out
 from service.auth import Principal
 from service.errors import Forbidden, InvalidRequest
+from service.frozen import is_frozen, json_response
 from service.schemas import (
     ImportanceOut,
     Page,
@@ -76,9 +77,16 @@ def list_studies(
 
 
 @router.get("/{study_id}", response_model=StudyOut)
-def get_study(study_id: int, session: SessionDep) -> StudyOut:
+def get_study(study_id: int, session: SessionDep, state: StateDep) -> Response:
     """One study: status, trial counts per state, best trial, timings."""
-    return study_out(session, repository.get_study(session, study_id))
+    key = ("study", study_id)
+    if (kept := state.frozen_answers.get(key)) is not None:
+        return kept
+    out = study_out(session, repository.get_study(session, study_id))
+    body = out.model_dump_json().encode()
+    if is_frozen(out.status, out.counts):
+        state.frozen_answers.keep(key, body)
+    return json_response(body)
 
 
 def _check_owner(state: AppState, study_id: int, user: Principal, action: str) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from service import repository, trial_queries
-from service.api.deps import SessionDep, current_user
+from service.api.deps import SessionDep, StateDep, current_user
 from service.api.views import trial_out
 from service.errors import NotFound
-from service.schemas import Page, TrialOut, TrialStateName
+from service.frozen import is_frozen, json_response
+from service.schemas import Page, TrialCounts, TrialOut, TrialStateName
 
 router = APIRouter(
     prefix="/api/v1/studies/{study_id}/trials",
@@ -23,26 +24,35 @@ router = APIRouter(
 def list_trials(
     study_id: int,
     session: SessionDep,
+    app_state: StateDep,
     state: Annotated[list[TrialStateName] | None, Query()] = None,
     order_by: trial_queries.OrderBy = "number",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
     intermediate: bool = True,
-) -> Page[TrialOut]:
+) -> Response:
     """Trials of a study, filtered by state (repeatable), ordered, paged."""
+    states = tuple(sorted(set(state or [])))
+    key = ("trials", study_id, states, order_by, limit, offset, intermediate)
+    if (kept := app_state.frozen_answers.get(key)) is not None:
+        return kept
     study = repository.get_study(session, study_id)
     if study.optuna_study_id is None:
-        return Page(items=[], total=0)
+        return json_response(Page[TrialOut](items=[], total=0).model_dump_json().encode())
     rows, total = trial_queries.list_trials(
         session,
         study.optuna_study_id,
-        states=state or [],
+        states=states,
         order_by=order_by,
         limit=limit,
         offset=offset,
         with_intermediate=intermediate,
     )
-    return Page(items=[trial_out(r) for r in rows], total=total)
+    body = Page(items=[trial_out(r) for r in rows], total=total).model_dump_json().encode()
+    counts = TrialCounts(**trial_queries.state_counts(session, study.optuna_study_id))
+    if is_frozen(study.status, counts):
+        app_state.frozen_answers.keep(key, body)
+    return json_response(body)
 
 
 @router.get("/{number}", response_model=TrialOut)
