@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from adamp import _fused
 from adamp._projection import project_many_
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -62,7 +63,17 @@ class ProjectingOptimizer(Optimizer):
     MOMENT_KEYS: tuple[str, ...] = ()
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
+        if defaults.get("fused") and defaults.get("foreach"):
+            raise ValueError("fused=True and foreach=True are exclusive: choose one path")
         super().__init__(params, defaults)
+        if defaults.get("fused"):
+            everything = [p for g in self.param_groups for p in g["params"]]
+            reason = _fused.unsupported_reason(everything)
+            if reason is not None:
+                raise RuntimeError(
+                    f"fused=True cannot be used here: {reason}. "
+                    "Leave fused unset to pick the fastest available path."
+                )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Fill in what state dicts of the reference release lack (and convert int steps)."""
@@ -70,6 +81,7 @@ class ProjectingOptimizer(Optimizer):
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
             group.setdefault("capturable", False)
             for p in group["params"]:
                 st = self.state.get(p, {})
@@ -130,7 +142,10 @@ class ProjectingOptimizer(Optimizer):
                     )
 
     def _step_tensor(self, param: Tensor, group: dict[str, Any]) -> Tensor:
-        device = param.device if group["capturable"] else torch.device("cpu")
+        """A zero step count: on the parameter's device when capturable or when the fused
+        kernels will step it (as torch's fused optimizers keep it), else on the CPU."""
+        on_device = group["capturable"] or self._use_fused(group, [param])
+        device = param.device if on_device else torch.device("cpu")
         return torch.zeros((), dtype=torch.float32, device=device)
 
     def _collect(
@@ -170,7 +185,15 @@ class ProjectingOptimizer(Optimizer):
             if not params:
                 continue
             options = self._options(group)
-            if self._use_foreach(group, params):
+            if self._use_fused(group, params):
+                for indices in group_by_device_and_dtype(params).values():
+                    self._fused_or_foreach_step(
+                        [params[i] for i in indices],
+                        [grads[i] for i in indices],
+                        [states[i] for i in indices],
+                        **options,
+                    )
+            elif self._use_foreach(group, params):
                 for indices in group_by_device_and_dtype(params).values():
                     self._multi_tensor_step(
                         [params[i] for i in indices],
@@ -201,12 +224,50 @@ class ProjectingOptimizer(Optimizer):
     ) -> None:
         raise NotImplementedError
 
+    def _fused_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        **options: Any,
+    ) -> bool:
+        raise NotImplementedError
+
+    def _fused_or_foreach_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        **options: Any,
+    ) -> None:
+        """The fused kernels where they can address every tensor, else the foreach path
+        (gradients or state in another layout than their parameter, say)."""
+        if not self._fused_step(params, grads, states, **options):
+            self._multi_tensor_step(params, grads, states, **options)
+
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def _zeros_like(self, param: Tensor) -> Tensor:
         return torch.zeros_like(
             param, dtype=compute_dtype(param), memory_format=torch.preserve_format
+        )
+
+    def _use_fused(self, group: dict[str, Any], params: Sequence[Tensor]) -> bool:
+        """Fused when asked, or by default on CUDA where Triton is installed; never while
+        ``torch.compile`` traces the step (inductor fuses the foreach path itself)."""
+        fused = group.get("fused")
+        if fused is False or torch.compiler.is_compiling():
+            return False
+        if fused:
+            reason = _fused.unsupported_reason(params)
+            if reason is not None:
+                raise RuntimeError(f"fused=True cannot step these parameters: {reason}")
+            return True
+        if group["foreach"] is not None:
+            return False
+        return all(p.device.type == "cuda" for p in params) and (
+            _fused.unsupported_reason(params) is None
         )
 
     def _use_foreach(self, group: dict[str, Any], params: Sequence[Tensor]) -> bool:

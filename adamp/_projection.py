@@ -97,7 +97,7 @@ def _codes(channel: Tensor, layer: Tensor) -> Tensor:
     ).to(torch.uint8)
 
 
-class _RowLayout:
+class RowLayout:
     """Where each weight's rows sit in the concatenation of all rows, built once per shape set.
 
     ``segment[r]`` is the index of the weight that row ``r`` belongs to; ``row_length[r]``
@@ -124,17 +124,17 @@ class _RowLayout:
         )
 
 
-_LAYOUTS: dict[tuple[object, ...], _RowLayout] = {}
+_LAYOUTS: dict[tuple[object, ...], RowLayout] = {}
 _MAX_CACHED_LAYOUTS = 64
 
 
-def _layout(weights: Sequence[Tensor]) -> _RowLayout:
+def row_layout(weights: Sequence[Tensor]) -> RowLayout:
     key = (weights[0].device, weights[0].dtype, *(tuple(w.shape) for w in weights))
     layout = _LAYOUTS.get(key)
     if layout is None:
         if len(_LAYOUTS) >= _MAX_CACHED_LAYOUTS:
             _LAYOUTS.clear()
-        layout = _RowLayout([w.shape for w in weights], weights[0].device, weights[0].dtype)
+        layout = RowLayout([w.shape for w in weights], weights[0].device, weights[0].dtype)
         _LAYOUTS[key] = layout
     return layout
 
@@ -153,8 +153,7 @@ def project_many_(
     kernels over all rows at once (segment sums with ``index_add_``), whatever the number of
     weights. Returns the ``uint8`` codes, one per weight.
     """
-    layout = _layout(weights)
-    n = len(weights)
+    layout = row_layout(weights)
     flat = [w.reshape(r, -1) for w, r in zip(weights, layout.rows, strict=True)]
     flat_g = [g.reshape(r, -1) for g, r in zip(grads, layout.rows, strict=True)]
     flat_u = [u.reshape(r, -1) for u, r in zip(updates, layout.rows, strict=True)]
@@ -167,6 +166,24 @@ def project_many_(
         ],
         dim=1,
     )
+    coef, codes = radial_coefficients(stats, layout, delta, eps)
+    for weight, update, c in zip(weights, updates, coef.split(layout.rows), strict=True):
+        update.addcmul_(weight, c.view([-1] + [1] * (weight.dim() - 1)), value=-1)
+    return codes
+
+
+def radial_coefficients(
+    stats: Tensor, layout: RowLayout, delta: float, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Both views' tests and the projection coefficient of every row, from the row statistics.
+
+    ``stats`` holds one row per weight row (in ``layout``'s order) with the columns
+    ``<w,w>``, ``<w,g>``, ``<g,g>``, ``<w,u>``. The layer view's statistics are the sums of
+    its rows', so the whole decision is a handful of kernels over all rows, whatever the
+    number of weights. Returns the coefficient ``c`` of each row (``u_i <- u_i - c_i w_i``;
+    0 where the weight is not projected) and the ``uint8`` code of each weight.
+    """
+    n = len(layout.rows)
     w_w, w_g, g_g, w_u = stats.unbind(1)
     totals = stats.new_zeros(n, 4).index_add_(0, layout.segment, stats)
     t_ww, t_wg, t_gg, t_wu = totals.unbind(1)
@@ -182,6 +199,4 @@ def project_many_(
         _radial_coefficient(w_u, w_w, eps),
         torch.where(layer[seg], _radial_coefficient(t_wu, t_ww, eps)[seg], 0.0),
     )
-    for weight, update, c in zip(weights, updates, coef.split(layout.rows), strict=True):
-        update.addcmul_(weight, c.view([-1] + [1] * (weight.dim() - 1)), value=-1)
-    return _codes(channel, layer)
+    return coef, _codes(channel, layer)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
+from adamp._fused import fused_adamp_
 from adamp._optimizer import (
     ProjectingOptimizer,
     apply_updates_,
@@ -65,9 +66,12 @@ class AdamP(ProjectingOptimizer):
         wd_ratio: weight-decay multiplier for projected weights, in [0, 1].
         nesterov: use Nesterov momentum in the update direction.
         maximize: maximize the objective instead of minimizing.
-        foreach: use the multi-tensor path (default: when every parameter is on a GPU, as
-            ``torch.optim``); ``False`` runs the plain per-tensor path. Both give the same
-            numbers.
+        foreach: use the multi-tensor path (default: when every parameter is on a GPU and
+            the fused kernels are not used, as ``torch.optim``); ``False`` runs the plain
+            per-tensor path.
+        fused: use the fused Triton kernels (default: when every parameter is a float32,
+            float16 or bfloat16 CUDA tensor and Triton is installed): two passes over
+            memory per step, no per-weight launches. All paths give the same numbers.
         capturable: keep the step count on the parameter's device so the step can be
             captured in a CUDA graph.
     """
@@ -87,6 +91,7 @@ class AdamP(ProjectingOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
         capturable: bool = False,
     ) -> None:
         check_non_negative("learning rate (lr)", lr)
@@ -108,6 +113,7 @@ class AdamP(ProjectingOptimizer):
             "nesterov": nesterov,
             "maximize": maximize,
             "foreach": foreach,
+            "fused": fused,
             "capturable": capturable,
         }
         super().__init__(params, defaults)
@@ -146,6 +152,15 @@ class AdamP(ProjectingOptimizer):
     ) -> None:
         _multi_tensor_adamp(params, grads, states, **options)
 
+    def _fused_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        **options: Any,
+    ) -> bool:
+        return fused_adamp_(params, grads, states, **options)
+
 
 def _single_tensor_adamp(
     param: Tensor,
@@ -177,7 +192,7 @@ def _single_tensor_adamp(
     # One temporary for the denominator, reused for the update (the reference allocates
     # three): on a CPU, fresh large buffers cost as much as the arithmetic.
     denom = exp_avg_sq.sqrt()
-    if capturable:
+    if capturable or step.device.type != "cpu":
         t = step.to(w.dtype)  # step count in the compute dtype, still on the device
         denom.div_(_bias_corrections(beta2, [t])[0].sqrt()).add_(eps)
         step_size = lr / _bias_corrections(beta1, [t])[0]
@@ -236,7 +251,7 @@ def _multi_tensor_adamp(
 
     denoms = list(torch._foreach_sqrt(exp_avg_sqs))
     step_sizes: list[float] | list[Tensor]
-    if capturable:
+    if capturable or steps[0].device.type != "cpu":
         # Step counts in the compute dtype (float64 parameters keep float64 precision).
         ts = [t.to(ws[0].dtype) for t in steps]
         bias2 = _bias_corrections(beta2, ts)

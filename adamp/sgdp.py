@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT, required
 
+from adamp._fused import fused_sgdp_
 from adamp._optimizer import (
     ProjectingOptimizer,
     apply_updates_,
@@ -59,7 +60,11 @@ class SGDP(ProjectingOptimizer):
         delta: threshold of the scale-invariance test.
         wd_ratio: weight-decay multiplier for projected weights, in [0, 1].
         maximize: maximize the objective instead of minimizing.
-        foreach: use the multi-tensor path (default: when every parameter is on a GPU).
+        foreach: use the multi-tensor path (default: when every parameter is on a GPU and
+            the fused kernels are not used).
+        fused: use the fused Triton kernels (default: when every parameter is a float32,
+            float16 or bfloat16 CUDA tensor and Triton is installed): two passes over
+            memory per step. All paths give the same numbers.
     """
 
     MOMENT_KEYS = ("momentum",)
@@ -78,6 +83,7 @@ class SGDP(ProjectingOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         if lr is not required:  # type: ignore[comparison-overlap]
             check_non_negative("learning rate (lr)", lr)
@@ -103,6 +109,7 @@ class SGDP(ProjectingOptimizer):
             "wd_ratio": wd_ratio,
             "maximize": maximize,
             "foreach": foreach,
+            "fused": fused,
             "capturable": False,
         }
         super().__init__(params, defaults)
@@ -136,6 +143,15 @@ class SGDP(ProjectingOptimizer):
         **options: Any,
     ) -> None:
         _multi_tensor_sgdp(params, grads, states, **options)
+
+    def _fused_step(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        **options: Any,
+    ) -> bool:
+        return fused_sgdp_(params, grads, states, **options)
 
 
 def _decay(

@@ -30,6 +30,7 @@ import torch
 from torch.optim import SGD, AdamW
 
 from adamp import SGDP, AdamP
+from adamp import _fused as fused_kernels
 from benchmarks.reference import load_reference
 from benchmarks.shapes import MODELS, ParamShape
 
@@ -53,18 +54,26 @@ class Contender:
     is_reference: bool = False
 
 
-def contenders() -> list[Contender]:
-    """The optimizers compared: the reference release, ours, and torch's own."""
+def contenders(device: torch.device) -> list[Contender]:
+    """The optimizers compared: the reference release, ours, and torch's own (our fused
+    Triton path where the device has it: CUDA with Triton installed)."""
     ref = load_reference()
     adam: dict[str, Any] = {"lr": 1e-3, "weight_decay": 1e-2}
     sgd: dict[str, Any] = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
+    fused = device.type == "cuda" and fused_kernels.triton_available()
+    adamp_fused = [
+        Contender("AdamP fused (Triton)", "adamp", lambda p: AdamP(p, **adam, fused=True))
+    ]
+    sgdp_fused = [Contender("SGDP fused (Triton)", "sgdp", lambda p: SGDP(p, **sgd, fused=True))]
     return [
         Contender("reference AdamP (adamp==0.3.0)", "adamp", lambda p: ref.AdamP(p, **adam), True),
+        *(adamp_fused if fused else []),
         Contender("AdamP foreach", "adamp", lambda p: AdamP(p, **adam, foreach=True)),
         Contender("AdamP per-tensor", "adamp", lambda p: AdamP(p, **adam, foreach=False)),
         Contender("torch AdamW foreach", "adamw", lambda p: AdamW(p, **adam, foreach=True)),
         Contender("torch AdamW fused", "adamw", lambda p: AdamW(p, **adam, fused=True)),
         Contender("reference SGDP (adamp==0.3.0)", "sgdp", lambda p: ref.SGDP(p, **sgd), True),
+        *(sgdp_fused if fused else []),
         Contender("SGDP foreach", "sgdp", lambda p: SGDP(p, **sgd, foreach=True)),
         Contender("SGDP per-tensor", "sgdp", lambda p: SGDP(p, **sgd, foreach=False)),
         Contender("torch SGD foreach", "sgd", lambda p: SGD(p, **sgd, foreach=True)),
@@ -139,7 +148,7 @@ class Result:
 def race(shapes: list[ParamShape], device: torch.device, steps: int, warmup: int) -> list[Result]:
     """Interleave the contenders' steps over shared parameters; collect per-step times."""
     params = make_params(shapes, device)
-    racers = [(c, c.make(params)) for c in contenders()]
+    racers = [(c, c.make(params)) for c in contenders(device)]
     times: dict[str, list[float]] = {c.label: [] for c, _ in racers}
     for round_ in range(warmup + steps):
         for contender, opt in racers:
@@ -192,7 +201,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15, help="timed steps per optimizer")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--fused-config",
+        help="SEG,BLOCK,NUM_WARPS of the fused kernels (default: adamp._fused's), for tuning",
+    )
     args = parser.parse_args()
+    if args.fused_config:
+        seg, block, warps = (int(x) for x in args.fused_config.split(","))
+        fused_kernels.SEG, fused_kernels.BLOCK, fused_kernels.NUM_WARPS = seg, block, warps
+    print(
+        f"fused kernels: SEG={fused_kernels.SEG}, BLOCK={fused_kernels.BLOCK}, "
+        f"NUM_WARPS={fused_kernels.NUM_WARPS}"
+    )
     device = torch.device(args.device)
     bandwidth = copy_bandwidth(device)
     print(f"Machine: {machine(device)}; copy bandwidth {bandwidth / 1e9:.1f} GB/s\n")

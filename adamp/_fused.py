@@ -1,0 +1,452 @@
+"""The fused AdamP and SGDP steps: two Triton kernels over every parameter of a dtype.
+
+``fused=True`` (the default on CUDA where Triton is installed) replaces the multi-tensor
+path's few dozen kernel launches per step, and its one launch per weight for the row
+statistics, with two launches (``adamp._triton_kernels``) and a handful of small torch
+kernels over the rows in between. Nothing here waits for the device:
+
+* the launch metadata (which segment of which tensor each program handles) depends on the
+  shapes alone and is built once per shape set;
+* the tables of tensor addresses are rebuilt only when a tensor moves (a new gradient
+  tensor each step is common; the caching allocator usually hands back the same memory)
+  and reach the device from pinned memory, without blocking;
+* bias corrections are computed on the host from the CPU step counts, or on the device
+  from device step counts when ``capturable=True`` (then the whole step can be captured
+  in a CUDA graph, after one eager step has built the tables).
+
+Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors, which is how the CI
+machine, which has no GPU, tests them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from adamp._projection import RowLayout, radial_coefficients
+
+T = TypeVar("T")
+
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""Parameter dtypes of the fused kernels (their math runs in float32)."""
+SEG = 4096
+"""Most elements one program handles: longer rows are cut into several segments."""
+BLOCK = 1024
+"""Elements per vector operation inside a program."""
+NUM_WARPS = 4
+"""Warps per program."""
+_MAX_CACHED = 16
+_MAX_TABLES = 64
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.cache
+def triton_available() -> bool:
+    """True when Triton can be imported."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def unsupported_reason(params: Sequence[Tensor]) -> str | None:
+    """Why the fused kernels cannot step ``params``, or ``None`` when they can."""
+    if not triton_available():
+        return "Triton is not installed (pip install triton)"
+    cpu_ok = interpreting()
+    for p in params:
+        if p.dtype not in FUSED_DTYPES:
+            return f"a parameter has dtype {p.dtype} (the fused kernels take float32/16, bf16)"
+        if not p.is_cuda and not (cpu_ok and p.device.type == "cpu"):
+            return f"a parameter is on {p.device} (the fused kernels run on CUDA devices)"
+    return None
+
+
+def _dense_rows(tensors: Sequence[Tensor]) -> bool:
+    """True when every tensor lays out its rows (output channels) as dense blocks, alike."""
+    first = tensors[0]
+    if first.is_contiguous():
+        return all(t.is_contiguous() for t in tensors)
+    if first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last):
+        return all(t.stride() == first.stride() for t in tensors)
+    return False
+
+
+def fusable(*tensor_lists: Sequence[Tensor]) -> bool:
+    """True when the kernels can address every parameter with its gradient and state."""
+    return all(_dense_rows(group) for group in zip(*tensor_lists, strict=True))
+
+
+@dataclass
+class Plan:
+    """Launch metadata for one list of parameter shapes (device tensors, built once).
+
+    Tensors are taken in ``order``: the weights the test may project first (their rows are
+    ``layout``'s rows, ``0 .. projected_rows``), then the one-dimensional parameters (one
+    row each). Segment ``s`` covers ``seg_length[s]`` elements of tensor ``seg_tensor[s]``
+    from element ``seg_start[s]``, all in row ``seg_row[s]``.
+    """
+
+    order: list[int]
+    weights: int
+    layout: RowLayout | None
+    projected_rows: int
+    rows: int
+    seg_tensor: Tensor
+    seg_start: Tensor
+    seg_length: Tensor
+    seg_row: Tensor
+    one_segment_per_row: bool
+
+    @property
+    def segments(self) -> int:
+        return int(self.seg_row.numel())
+
+
+_PLANS: dict[tuple[Any, ...], Plan] = {}
+_TABLES: OrderedDict[tuple[int, ...], Tensor | None] = OrderedDict()
+"""Address tables by the addresses they hold, least recently used first (``None``: those
+tensors cannot be addressed row by row)."""
+
+
+def plan_for(params: Sequence[Tensor]) -> Plan:
+    """The cached ``Plan`` of these parameters' shapes."""
+    key = (params[0].device, *(tuple(p.shape) for p in params))
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= _MAX_CACHED:
+            _PLANS.clear()
+        plan = _build_plan(params)
+        _PLANS[key] = plan
+    return plan
+
+
+def _build_plan(params: Sequence[Tensor]) -> Plan:
+    device = params[0].device
+    weights = [i for i, p in enumerate(params) if p.dim() > 1]
+    flat = [i for i, p in enumerate(params) if p.dim() <= 1]
+    order = weights + flat
+    seg_tensor: list[Tensor] = []
+    seg_start: list[Tensor] = []
+    seg_length: list[Tensor] = []
+    seg_row: list[Tensor] = []
+    row = 0
+    for position, i in enumerate(order):
+        p = params[i]
+        rows = p.shape[0] if p.dim() > 1 else 1
+        cols = p.numel() // rows if rows else 0
+        per_row = max(1, math.ceil(cols / SEG))
+        if rows == 0 or cols == 0:
+            continue
+        row_ids = torch.arange(rows, dtype=torch.int64).repeat_interleave(per_row)
+        piece = torch.arange(per_row, dtype=torch.int64).repeat(rows)
+        starts = row_ids * cols + piece * SEG
+        seg_tensor.append(torch.full((rows * per_row,), position, dtype=torch.int32))
+        seg_start.append(starts)
+        seg_length.append(torch.clamp(cols - piece * SEG, max=SEG).to(torch.int32))
+        seg_row.append((row_ids + row).to(torch.int32))
+        row += rows
+    # Thresholds and sums in float32, whatever the parameters' dtype (the kernels' math).
+    shapes = [params[i].shape for i in weights]
+    layout = RowLayout(shapes, device, torch.float32) if weights else None
+    projected_rows = sum(params[i].shape[0] for i in weights)
+    one_per_row = all(math.ceil((p.numel() // max(1, _rows(p))) / SEG) <= 1 for p in params)
+
+    def put(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
+        return (torch.cat(parts) if parts else torch.empty(0, dtype=dtype)).to(device)
+
+    return Plan(
+        order=order,
+        weights=len(weights),
+        layout=layout,
+        projected_rows=projected_rows,
+        rows=row,
+        seg_tensor=put(seg_tensor, torch.int32),
+        seg_start=put(seg_start, torch.int64),
+        seg_length=put(seg_length, torch.int32),
+        seg_row=put(seg_row, torch.int32),
+        one_segment_per_row=one_per_row,
+    )
+
+
+def _rows(p: Tensor) -> int:
+    return p.shape[0] if p.dim() > 1 else 1
+
+
+def to_device(values: list[float] | list[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small host list on ``device`` without blocking (through pinned memory on CUDA)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def address_tables(*tensor_lists: Sequence[Tensor]) -> Tensor | None:
+    """The ``int64`` addresses of each list's tensors, one row per list, on their device;
+    ``None`` when some parameter, gradient or state tensor is not laid out row by row like
+    its parameter (then the caller takes the foreach path).
+
+    Cached by the addresses themselves, so a step whose tensors did not move costs one
+    ``data_ptr()`` per tensor and no copy; a new table reaches the device from pinned
+    memory without blocking. The layout is checked when a table is built.
+    """
+    key = tuple(t.data_ptr() for tensors in tensor_lists for t in tensors)
+    if key in _TABLES:
+        _TABLES.move_to_end(key)
+        return _TABLES[key]
+    device = tensor_lists[0][0].device
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            "AdamP/SGDP fused: a tensor moved during CUDA graph capture; run one eager "
+            "step with the same parameters and gradient tensors before capturing"
+        )
+    table = None
+    if fusable(*tensor_lists):
+        table = to_device(list(key), torch.int64, device).view(len(tensor_lists), -1)
+    _TABLES[key] = table
+    while len(_TABLES) > _MAX_TABLES:
+        _TABLES.popitem(last=False)
+    return table
+
+
+def device_steps(states: Sequence[dict[str, Any]], device: torch.device) -> list[Tensor]:
+    """The step counts, moved to ``device`` once if a state dict brought them on the CPU."""
+    steps = []
+    for state in states:
+        step = state["step"]
+        if step.device != device:
+            step = state["step"] = to_device([float(step)], torch.float32, device)[0]
+        steps.append(step)
+    return steps
+
+
+def row_factors(
+    plan: Plan,
+    partials: Tensor,
+    delta: float,
+    eps: float,
+    decay: tuple[float, float] | None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Each row's projection coefficient and decay factor, and each weight's code.
+
+    From the segments' sums: rows cut into several segments are summed first. The
+    one-dimensional parameters' rows get coefficient 0 and the plain decay factor.
+    """
+    if plan.one_segment_per_row:
+        stats = partials
+    else:
+        stats = partials.new_zeros(plan.rows, 4).index_add_(0, plan.seg_row, partials)
+    plain = 1.0 if decay is None else decay[0]
+    coef = partials.new_zeros(plan.rows)
+    factor = partials.new_full((plan.rows,), plain)
+    codes = None
+    if plan.layout is not None:
+        n = plan.projected_rows
+        coef[:n], codes = radial_coefficients(stats[:n], plan.layout, delta, eps)
+        if decay is not None:
+            per_weight = torch.where(codes > 0, decay[1], decay[0]).to(partials.dtype)
+            factor[:n] = per_weight[plan.layout.segment]
+    return coef, factor, codes
+
+
+def record_codes(states: Sequence[dict[str, Any]], plan: Plan, codes: Tensor | None) -> None:
+    """Store each weight's code in its ``state["projection"]``.
+
+    The first time, each weight's ``state["projection"]`` becomes a view into one buffer
+    of all the codes, so later steps store them with a single copy.
+    """
+    if codes is None:
+        return
+    views = [states[i]["projection"] for i in plan.order[: plan.weights]]
+    base = views[0]._base
+    if (
+        base is not None
+        and base.numel() == len(views)
+        and all(v._base is base for v in views)
+        and views[-1].data_ptr() == base.data_ptr() + len(views) - 1
+    ):
+        base.copy_(codes)
+        return
+    buffer = codes.clone()
+    for i, view in zip(plan.order[: plan.weights], buffer.unbind(), strict=True):
+        states[i]["projection"] = view
+
+
+def triton_dtype(dtype: torch.dtype) -> Any:
+    """The Triton element type of a torch dtype."""
+    import triton.language as tl
+
+    return {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}[
+        dtype
+    ]
+
+
+def _ordered(plan: Plan, items: Sequence[T]) -> list[T]:
+    """``items`` in the plan's tensor order."""
+    return [items[i] for i in plan.order]
+
+
+def _constants(ws: Sequence[Tensor], gs: Sequence[Tensor], nesterov: bool, maximize: bool) -> dict:
+    """The compile-time arguments shared by the four kernels."""
+    return {
+        "W_DTYPE": triton_dtype(ws[0].dtype),
+        "G_DTYPE": triton_dtype(gs[0].dtype),
+        "C_DTYPE": triton_dtype(torch.float32),
+        "NESTEROV": nesterov,
+        "MAXIMIZE": maximize,
+        "SEG": SEG,
+        "BLOCK": BLOCK,
+        "num_warps": NUM_WARPS,
+    }
+
+
+def _bias_correction(steps: Tensor, beta: float) -> Tensor:
+    """``1 - beta**t`` as ``-expm1(t log beta)``: accurate where ``beta**t`` is near 1."""
+    if beta == 0:
+        return torch.ones_like(steps)
+    return torch.expm1(steps * math.log(beta)).neg_()
+
+
+def fused_adamp_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    states: Sequence[dict[str, Any]],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    delta: float,
+    wd_ratio: float,
+    nesterov: bool,
+    maximize: bool,
+    capturable: bool,
+) -> bool:
+    """One AdamP step over parameters of one device and dtype (see the module docstring).
+
+    Returns False, having changed nothing, when some tensor cannot be addressed row by
+    row (the caller then takes the foreach path). Step counts live on the device, as in
+    torch's fused optimizers, whether or not ``capturable`` is set.
+    """
+    from adamp import _triton_kernels as kernels
+
+    del capturable  # always capturable: the step counts are on the device
+    plan = plan_for(params)
+    device = params[0].device
+    ws, gs, ordered_states = _ordered(plan, params), _ordered(plan, grads), _ordered(plan, states)
+    tables = address_tables(
+        ws,
+        gs,
+        [s["exp_avg"] for s in ordered_states],
+        [s["exp_avg_sq"] for s in ordered_states],
+    )
+    if tables is None:
+        return False
+    steps = device_steps(ordered_states, device)
+    torch._foreach_add_(steps, 1)
+    counts = torch.stack(steps)
+    step_size = _bias_correction(counts, beta1).reciprocal_().mul_(lr)
+    sqrt_bc2 = _bias_correction(counts, beta2).sqrt_()
+    constants = _constants(ws, gs, nesterov, maximize)
+    grid = (plan.segments,)
+    segments = (plan.seg_tensor, plan.seg_start, plan.seg_length)
+    partials = torch.empty(plan.segments, 4, dtype=torch.float32, device=device)
+    betas = (float(beta1), 1.0 - beta1)
+    kernels.adamp_moments_and_stats[grid](
+        *tables.unbind(),
+        *segments,
+        partials,
+        sqrt_bc2,
+        *betas,
+        float(beta2),
+        1.0 - beta2,
+        float(eps),
+        **constants,
+    )
+    decay = None
+    if weight_decay > 0:
+        decay = (1 - lr * weight_decay, 1 - lr * weight_decay * wd_ratio)
+    coef, factor, codes = row_factors(plan, partials, delta, eps, decay)
+    kernels.adamp_apply[grid](
+        *tables.unbind(),
+        *segments,
+        plan.seg_row,
+        coef,
+        factor,
+        step_size,
+        sqrt_bc2,
+        *betas,
+        float(eps),
+        **constants,
+    )
+    record_codes(states, plan, codes)
+    return True
+
+
+def fused_sgdp_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    states: Sequence[dict[str, Any]],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    eps: float,
+    delta: float,
+    wd_ratio: float,
+    maximize: bool,
+) -> bool:
+    """One SGDP step over parameters of one device and dtype (see the module docstring).
+
+    Returns False, having changed nothing, when some tensor cannot be addressed row by
+    row (the caller then takes the foreach path).
+    """
+    from adamp import _triton_kernels as kernels
+
+    plan = plan_for(params)
+    ws, gs, ordered_states = _ordered(plan, params), _ordered(plan, grads), _ordered(plan, states)
+    tables = address_tables(ws, gs, [s["momentum"] for s in ordered_states])
+    if tables is None:
+        return False
+    constants = _constants(ws, gs, nesterov, maximize)
+    grid = (plan.segments,)
+    segments = (plan.seg_tensor, plan.seg_start, plan.seg_length)
+    partials = torch.empty(plan.segments, 4, dtype=torch.float32, device=params[0].device)
+    kernels.sgdp_moments_and_stats[grid](
+        *tables.unbind(), *segments, partials, float(momentum), 1.0 - dampening, **constants
+    )
+    decay = None
+    if weight_decay != 0:
+        decay = (
+            1 - lr * weight_decay / (1 - momentum),
+            1 - lr * weight_decay * wd_ratio / (1 - momentum),
+        )
+    coef, factor, codes = row_factors(plan, partials, delta, eps, decay)
+    kernels.sgdp_apply[grid](
+        *tables.unbind(),
+        *segments,
+        plan.seg_row,
+        coef,
+        factor,
+        float(lr),
+        float(momentum),
+        **constants,
+    )
+    record_codes(states, plan, codes)
+    return True
