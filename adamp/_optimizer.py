@@ -248,6 +248,20 @@ class ProjectingOptimizer(Optimizer):
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _scratch_like(self, param: Tensor) -> Tensor | None:
+        """Reusable memory of ``param``'s size and compute dtype for a per-tensor step on
+        the CPU (one buffer per optimizer, dtype and device, grown to the largest
+        parameter); ``None`` elsewhere, where allocators cache freed memory themselves."""
+        if param.device.type != "cpu":
+            return None
+        dtype = compute_dtype(param)
+        key = (param.device, dtype)
+        buffers: dict[tuple[Any, ...], Tensor] = self.__dict__.setdefault("_scratch", {})
+        buffer = buffers.get(key)
+        if buffer is None or buffer.numel() < param.numel():
+            buffer = buffers[key] = torch.empty(param.numel(), dtype=dtype, device=param.device)
+        return buffer[: param.numel()].view(param.shape)
+
     def _zeros_like(self, param: Tensor) -> Tensor:
         return torch.zeros_like(
             param, dtype=compute_dtype(param), memory_format=torch.preserve_format

@@ -45,8 +45,13 @@ def _cosine(dot: Tensor, sq_norm_a: Tensor, sq_norm_b: Tensor, eps: float) -> Te
 
 
 def _row_dot(a: Tensor, b: Tensor) -> Tensor:
-    """``<a_i, b_i>`` for each row, without materialising ``a * b`` (a batched matvec)."""
-    return torch.einsum("ij,ij->i", a, b)
+    """``<a_i, b_i>`` for each row.
+
+    ``linalg.vecdot`` runs 2 to 4 times faster on a CPU than ``einsum("ij,ij->i")``, which
+    lowers to a batched matrix product of 1-by-n matrices (measured on ResNet-50 shapes,
+    ``benchmarks/RESULTS.md``).
+    """
+    return torch.linalg.vecdot(a, b, dim=1)
 
 
 def _row_sq_norm(a: Tensor) -> Tensor:
@@ -60,12 +65,16 @@ def _radial_coefficient(dot_wu: Tensor, sq_norm_w: Tensor, eps: float) -> Tensor
     return dot_wu / (sq_norm_w.sqrt() + eps).square()
 
 
-def project_one_(weight: Tensor, grad: Tensor, update: Tensor, delta: float, eps: float) -> Tensor:
-    """Project ``update`` in place if ``weight`` looks scale-invariant; return the view's code.
+def scale_invariance_one(
+    weight: Tensor, grad: Tensor, update: Tensor, delta: float, eps: float
+) -> tuple[Tensor, Tensor]:
+    """The test for one weight: each row's projection coefficient and the view's code.
 
-    The readable per-tensor form of the test (the reference for ``project_many_``).
-    ``weight`` must have two or more dimensions. Returns a ``uint8`` 0-dim tensor on the
-    weight's device: ``NO_PROJECTION``, ``CHANNEL_VIEW`` or ``LAYER_VIEW``.
+    The readable per-tensor form of the test (the reference for ``radial_coefficients``).
+    ``weight`` must have two or more dimensions. Returns ``c`` with one entry per output
+    channel, such that the projected update is ``u_i - c_i w_i`` (all zero when neither
+    view passes), and a ``uint8`` 0-dim tensor on the weight's device:
+    ``NO_PROJECTION``, ``CHANNEL_VIEW`` or ``LAYER_VIEW``.
     """
     rows, cols = weight.shape[0], weight[0].numel()
     w = weight.reshape(rows, cols)
@@ -85,8 +94,15 @@ def project_one_(weight: Tensor, grad: Tensor, update: Tensor, delta: float, eps
     layer_coef = _radial_coefficient(w_u.sum(), w_w.sum(), eps)
     zero = torch.zeros((), dtype=w.dtype, device=w.device)
     coef = torch.where(channel, channel_coef, torch.where(layer, layer_coef, zero))
+    return coef, _codes(channel, layer)
+
+
+def project_one_(weight: Tensor, grad: Tensor, update: Tensor, delta: float, eps: float) -> Tensor:
+    """Project ``update`` in place if ``weight`` looks scale-invariant; return the view's code
+    (see ``scale_invariance_one``)."""
+    coef, code = scale_invariance_one(weight, grad, update, delta, eps)
     update.addcmul_(weight, coef.view([-1] + [1] * (weight.dim() - 1)), value=-1)
-    return _codes(channel, layer)
+    return code
 
 
 def _codes(channel: Tensor, layer: Tensor) -> Tensor:

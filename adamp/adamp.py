@@ -21,7 +21,7 @@ from adamp._optimizer import (
     to_compute,
     write_back,
 )
-from adamp._projection import project_one_
+from adamp._projection import scale_invariance_one
 
 
 class AdamP(ProjectingOptimizer):
@@ -141,7 +141,8 @@ class AdamP(ProjectingOptimizer):
     def _single_tensor_step(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
     ) -> None:
-        _single_tensor_adamp(param, grad, state, **options)
+        scratch = self._scratch_like(param)
+        _single_tensor_adamp(param, grad, state, scratch=scratch, **options)
 
     def _multi_tensor_step(
         self,
@@ -177,8 +178,17 @@ def _single_tensor_adamp(
     nesterov: bool,
     maximize: bool,
     capturable: bool,
+    scratch: Tensor | None = None,
 ) -> None:
-    """The readable per-tensor AdamP step (the multi-tensor path must agree with it)."""
+    """The readable per-tensor AdamP step (the multi-tensor path must agree with it).
+
+    ``scratch``, if given, is memory of the parameter's size for the update, reused from
+    step to step: a fresh buffer of that size costs a CPU as much as the arithmetic.
+    Two passes are saved against the formula as written: ``1 / sqrt(1 - beta2^t)`` moves
+    from the denominator into the step size (``eps`` scaled to match), and the projection
+    joins the weight update, ``w <- w * (r + s c) - s u``, which is
+    ``w * r - s * (u - c w)``.
+    """
     (w,) = to_compute([param])
     g = grad.to(w.dtype)
     if maximize:
@@ -189,26 +199,30 @@ def _single_tensor_adamp(
     exp_avg.lerp_(g, 1 - beta1)  # beta1 * m + (1 - beta1) * g in one pass
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     step_size: float | Tensor
-    # One temporary for the denominator, reused for the update (the reference allocates
-    # three): on a CPU, fresh large buffers cost as much as the arithmetic.
-    denom = exp_avg_sq.sqrt()
+    denom = exp_avg_sq.sqrt() if scratch is None else torch.sqrt(exp_avg_sq, out=scratch)
     if capturable or step.device.type != "cpu":
         t = step.to(w.dtype)  # step count in the compute dtype, still on the device
         denom.div_(_bias_corrections(beta2, [t])[0].sqrt()).add_(eps)
         step_size = lr / _bias_corrections(beta1, [t])[0]
     else:
         t = step.item()  # the step count lives on the CPU: no device sync
-        denom.div_(math.sqrt(1 - beta2**t)).add_(eps)
-        step_size = lr / (1 - beta1**t)
+        # m / (sqrt(v) / c + eps) = c * m / (sqrt(v) + eps * c), with c = sqrt(1 - beta2^t)
+        correction2 = math.sqrt(1 - beta2**t)
+        denom.add_(eps * correction2)
+        step_size = lr / (1 - beta1**t) * correction2
     numerator = beta1 * exp_avg + (1 - beta1) * g if nesterov else exp_avg
     update = torch.div(numerator, denom, out=denom)
 
     decay = _decay(lr, weight_decay, wd_ratio)
     if param.dim() > 1:
-        code = project_one_(w, g, update, delta, eps)
+        coef, code = scale_invariance_one(w, g, update, delta, eps)
         state["projection"].copy_(code)
+        factor = coef.mul_(step_size)
         if decay is not None:
-            w.mul_(decay_factors(code, decay, w.dtype))
+            factor.add_(decay_factors(code, decay, w.dtype))
+        else:
+            factor.add_(1)
+        w.mul_(factor.view([-1] + [1] * (w.dim() - 1)))
     elif decay is not None:
         w.mul_(decay[0])
 
