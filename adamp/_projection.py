@@ -51,7 +51,8 @@ def _row_dot(a: Tensor, b: Tensor) -> Tensor:
     lowers to a batched matrix product of 1-by-n matrices (measured on ResNet-50 shapes,
     ``benchmarks/RESULTS.md``).
     """
-    return torch.linalg.vecdot(a, b, dim=1)
+    dots: Tensor = torch.linalg.vecdot(a, b, dim=1)
+    return dots
 
 
 def _row_sq_norm(a: Tensor) -> Tensor:
