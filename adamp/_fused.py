@@ -222,15 +222,49 @@ def address_tables(*tensor_lists: Sequence[Tensor]) -> Tensor | None:
     return table
 
 
-def device_steps(states: Sequence[dict[str, Any]], device: torch.device) -> list[Tensor]:
-    """The step counts, moved to ``device`` once if a state dict brought them on the CPU."""
-    steps = []
-    for state in states:
-        step = state["step"]
-        if step.device != device:
-            step = state["step"] = to_device([float(step)], torch.float32, device)[0]
-        steps.append(step)
-    return steps
+def shared_base(tensors: Sequence[Tensor]) -> Tensor | None:
+    """The one-dimensional tensor whose consecutive elements ``tensors`` are (0-dim views,
+    in order), or ``None`` when they are not."""
+    base = tensors[0]._base
+    if (
+        base is None
+        or base.dim() != 1
+        or base.numel() != len(tensors)
+        or any(t._base is not base for t in tensors)
+    ):
+        return None
+    size = base.element_size()
+    if tensors[0].data_ptr() != base.data_ptr() or (
+        tensors[-1].data_ptr() != base.data_ptr() + size * (len(tensors) - 1)
+    ):
+        return None
+    return base
+
+
+def share(states: Sequence[dict[str, Any]], key: str, values: Tensor) -> Tensor:
+    """Make ``state[key]`` of each state a view of one element of a copy of ``values``
+    (one-dimensional, in the states' order) and return that buffer, so that later steps
+    update them all with one kernel (a step counter, the projection codes)."""
+    buffer = values.clone()
+    for state, view in zip(states, buffer.unbind(), strict=True):
+        state[key] = view
+    return buffer
+
+
+def step_counts(states: Sequence[dict[str, Any]], device: torch.device) -> Tensor:
+    """The states' step counts as one device tensor, each state's ``step`` a view into it.
+
+    Built once (and again after a state dict is loaded, which brings separate step
+    tensors, maybe on the CPU); then a step increments all counts with one kernel.
+    """
+    steps = [state["step"] for state in states]
+    base = shared_base(steps)
+    if base is not None and base.device == device:
+        return base
+    on_device = [
+        s if s.device == device else to_device([float(s)], s.dtype, device)[0] for s in steps
+    ]
+    return share(states, "step", torch.stack(on_device).to(torch.float32))
 
 
 def row_factors(
@@ -263,26 +297,16 @@ def row_factors(
 
 
 def record_codes(states: Sequence[dict[str, Any]], plan: Plan, codes: Tensor | None) -> None:
-    """Store each weight's code in its ``state["projection"]``.
-
-    The first time, each weight's ``state["projection"]`` becomes a view into one buffer
-    of all the codes, so later steps store them with a single copy.
-    """
+    """Store each weight's code in its ``state["projection"]``: with one copy once the
+    codes are views of one buffer (``share``)."""
     if codes is None:
         return
-    views = [states[i]["projection"] for i in plan.order[: plan.weights]]
-    base = views[0]._base
-    if (
-        base is not None
-        and base.numel() == len(views)
-        and all(v._base is base for v in views)
-        and views[-1].data_ptr() == base.data_ptr() + len(views) - 1
-    ):
+    weights = [states[i] for i in plan.order[: plan.weights]]
+    base = shared_base([state["projection"] for state in weights])
+    if base is not None:
         base.copy_(codes)
-        return
-    buffer = codes.clone()
-    for i, view in zip(plan.order[: plan.weights], buffer.unbind(), strict=True):
-        states[i]["projection"] = view
+    else:
+        share(weights, "projection", codes)
 
 
 def triton_dtype(dtype: torch.dtype) -> Any:
@@ -356,9 +380,7 @@ def fused_adamp_(
     )
     if tables is None:
         return False
-    steps = device_steps(ordered_states, device)
-    torch._foreach_add_(steps, 1)
-    counts = torch.stack(steps)
+    counts = step_counts(ordered_states, device).add_(1)
     step_size = _bias_correction(counts, beta1).reciprocal_().mul_(lr)
     sqrt_bc2 = _bias_correction(counts, beta2).sqrt_()
     constants = _constants(ws, gs, nesterov, maximize)

@@ -9,6 +9,7 @@ in ``benchmarks/RESULTS.md``.
 
 from __future__ import annotations
 
+import io
 import os
 
 os.environ["TRITON_INTERPRET"] = "1"
@@ -141,9 +142,12 @@ def test_half_precision_parameters_get_float32_math_rounded_once(cls, options, d
                 assert opt_low.state[p][key].dtype == torch.float32
 
 
-def test_state_dict_moves_between_fused_and_per_tensor():
-    """Three fused steps, saved and loaded into a per-tensor optimizer, then three more:
-    the numbers of six per-tensor steps."""
+@pytest.mark.parametrize("then", ["per-tensor", "fused"])
+def test_state_dict_round_trip_continues_the_numbers(then):
+    """Three fused steps, saved with ``torch.save`` and loaded into a new optimizer (fused
+    or per-tensor), then three more: the numbers of six uninterrupted per-tensor steps.
+    (The fused path keeps step counts and codes as views of shared buffers; a loaded
+    state dict brings separate tensors, which it takes over again.)"""
     single = make_params(torch.float32, seed=2)
     fused = clone_params(single)
     opt_single = AdamP(single.values(), foreach=False, **ADAMP_OPTIONS)
@@ -151,13 +155,19 @@ def test_state_dict_moves_between_fused_and_per_tensor():
     gen = torch.Generator().manual_seed(9)
     for step in range(6):
         if step == 3:
-            saved = opt_fused.state_dict()
-            opt_fused = AdamP(fused.values(), foreach=False, **ADAMP_OPTIONS)
-            opt_fused.load_state_dict(saved)
+            buffer = io.BytesIO()
+            torch.save(opt_fused.state_dict(), buffer)
+            buffer.seek(0)
+            path = {"fused": True} if then == "fused" else {"foreach": False}
+            opt_fused = AdamP(fused.values(), **path, **ADAMP_OPTIONS)
+            opt_fused.load_state_dict(torch.load(buffer))
         set_grads(single, [fused], step, gen)
         opt_single.step()
         opt_fused.step()
     assert_all_close(fused, single, TOL, "params")
+    for name in single:
+        assert float(opt_fused.state[fused[name]]["step"]) == 6.0, name
+    assert codes_of(opt_fused, fused) == codes_of(opt_single, single)
 
 
 def test_gradients_in_another_layout_take_the_foreach_path():
