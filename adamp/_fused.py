@@ -1,9 +1,10 @@
 """The fused AdamP and SGDP steps: two Triton kernels over every parameter of a dtype.
 
 ``fused=True`` (the default on CUDA where Triton is installed) replaces the multi-tensor
-path's few dozen kernel launches per step, and its one launch per weight for the row
-statistics, with two launches (``adamp._triton_kernels``) and a handful of small torch
-kernels over the rows in between. Nothing here waits for the device:
+path's few dozen kernel launches per step, and its launches per weight for the row
+statistics, with three Triton launches (``adamp._triton_kernels``: two passes over the
+parameters and a small decision kernel between them) and a few tiny torch kernels for the
+step counts. Nothing here waits for the device:
 
 * the launch metadata (which segment of which tensor each program handles) depends on the
   shapes alone and is built once per shape set;
@@ -30,8 +31,6 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
-
-from adamp._projection import RowLayout, radial_coefficients
 
 T = TypeVar("T")
 
@@ -94,22 +93,25 @@ def fusable(*tensor_lists: Sequence[Tensor]) -> bool:
 class Plan:
     """Launch metadata for one list of parameter shapes (device tensors, built once).
 
-    Tensors are taken in ``order``: the weights the test may project first (their rows are
-    ``layout``'s rows, ``0 .. projected_rows``), then the one-dimensional parameters (one
-    row each). Segment ``s`` covers ``seg_length[s]`` elements of tensor ``seg_tensor[s]``
-    from element ``seg_start[s]``, all in row ``seg_row[s]``.
+    Tensors are taken in ``order``: the ``weights`` the test may project first, then the
+    one-dimensional parameters (one row each). Tensor ``t`` owns rows
+    ``tensor_row_start[t]`` to ``tensor_row_start[t] + tensor_rows[t]``, of
+    ``tensor_cols[t]`` elements each. Segment ``s`` covers ``seg_length[s]`` elements of
+    tensor ``seg_tensor[s]`` from element ``seg_start[s]``, all in row ``seg_row[s]``.
     """
 
     order: list[int]
     weights: int
-    layout: RowLayout | None
-    projected_rows: int
     rows: int
     seg_tensor: Tensor
     seg_start: Tensor
     seg_length: Tensor
     seg_row: Tensor
     one_segment_per_row: bool
+    tensor_row_start: Tensor
+    tensor_rows: Tensor
+    tensor_cols: Tensor
+    most_rows: int
 
     @property
     def segments(self) -> int:
@@ -143,12 +145,18 @@ def _build_plan(params: Sequence[Tensor]) -> Plan:
     seg_start: list[Tensor] = []
     seg_length: list[Tensor] = []
     seg_row: list[Tensor] = []
+    row_start: list[int] = []
+    row_counts: list[int] = []
+    col_counts: list[int] = []
     row = 0
     for position, i in enumerate(order):
         p = params[i]
         rows = p.shape[0] if p.dim() > 1 else 1
         cols = p.numel() // rows if rows else 0
         per_row = max(1, math.ceil(cols / SEG))
+        row_start.append(row)
+        row_counts.append(rows if cols else 0)
+        col_counts.append(max(cols, 1))
         if rows == 0 or cols == 0:
             continue
         row_ids = torch.arange(rows, dtype=torch.int64).repeat_interleave(per_row)
@@ -159,10 +167,6 @@ def _build_plan(params: Sequence[Tensor]) -> Plan:
         seg_length.append(torch.clamp(cols - piece * SEG, max=SEG).to(torch.int32))
         seg_row.append((row_ids + row).to(torch.int32))
         row += rows
-    # Thresholds and sums in float32, whatever the parameters' dtype (the kernels' math).
-    shapes = [params[i].shape for i in weights]
-    layout = RowLayout(shapes, device, torch.float32) if weights else None
-    projected_rows = sum(params[i].shape[0] for i in weights)
     one_per_row = all(math.ceil((p.numel() // max(1, _rows(p))) / SEG) <= 1 for p in params)
 
     def put(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
@@ -171,14 +175,16 @@ def _build_plan(params: Sequence[Tensor]) -> Plan:
     return Plan(
         order=order,
         weights=len(weights),
-        layout=layout,
-        projected_rows=projected_rows,
         rows=row,
         seg_tensor=put(seg_tensor, torch.int32),
         seg_start=put(seg_start, torch.int64),
         seg_length=put(seg_length, torch.int32),
         seg_row=put(seg_row, torch.int32),
         one_segment_per_row=one_per_row,
+        tensor_row_start=torch.tensor(row_start, dtype=torch.int32).to(device),
+        tensor_rows=torch.tensor(row_counts, dtype=torch.int32).to(device),
+        tensor_cols=torch.tensor(col_counts, dtype=torch.int32).to(device),
+        most_rows=max(row_counts, default=0),
     )
 
 
@@ -267,6 +273,10 @@ def step_counts(states: Sequence[dict[str, Any]], device: torch.device) -> Tenso
     return share(states, "step", torch.stack(on_device).to(torch.float32))
 
 
+DECIDE_ROWS = 512
+"""Rows one program of the decision kernel reads at a time."""
+
+
 def row_factors(
     plan: Plan,
     partials: Tensor,
@@ -276,24 +286,37 @@ def row_factors(
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Each row's projection coefficient and decay factor, and each weight's code.
 
-    From the segments' sums: rows cut into several segments are summed first. The
-    one-dimensional parameters' rows get coefficient 0 and the plain decay factor.
+    From the segments' sums (rows cut into several segments are summed first), by one
+    launch of ``decide``. The one-dimensional parameters' rows get coefficient 0 and the
+    plain decay factor.
     """
+    from adamp import _triton_kernels as kernels
+
     if plan.one_segment_per_row:
         stats = partials
     else:
         stats = partials.new_zeros(plan.rows, 4).index_add_(0, plan.seg_row, partials)
-    plain = 1.0 if decay is None else decay[0]
-    coef = partials.new_zeros(plan.rows)
-    factor = partials.new_full((plan.rows,), plain)
-    codes = None
-    if plan.layout is not None:
-        n = plan.projected_rows
-        coef[:n], codes = radial_coefficients(stats[:n], plan.layout, delta, eps)
-        if decay is not None:
-            per_weight = torch.where(codes > 0, decay[1], decay[0]).to(partials.dtype)
-            factor[:n] = per_weight[plan.layout.segment]
-    return coef, factor, codes
+    plain, projected = (1.0, 1.0) if decay is None else decay
+    coef = partials.new_empty(plan.rows)
+    factor = partials.new_empty(plan.rows)
+    codes = torch.empty(plan.weights, dtype=torch.uint8, device=partials.device)
+    kernels.decide[(len(plan.order),)](
+        stats,
+        plan.tensor_row_start,
+        plan.tensor_rows,
+        plan.tensor_cols,
+        codes,
+        coef,
+        factor,
+        float(delta),
+        float(eps),
+        float(plain),
+        float(projected),
+        WEIGHTS=plan.weights,
+        CHUNKS=max(1, math.ceil(plan.most_rows / DECIDE_ROWS)),
+        ROWS=DECIDE_ROWS,
+    )
+    return coef, factor, (codes if plan.weights else None)
 
 
 def record_codes(states: Sequence[dict[str, Any]], plan: Plan, codes: Tensor | None) -> None:

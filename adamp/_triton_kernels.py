@@ -14,9 +14,9 @@ tensor-list metadata.
 * Pass one (``*_moments_and_stats``) updates the moments, forms the update direction ``u``
   and writes each segment's four sums ``<w,w>``, ``<w,g>``, ``<g,g>``, ``<w,u>``: the
   statistics of the scale-invariance test and of the projection.
-* Between the passes, a few torch kernels over the rows decide each weight's view and
-  give every row its coefficient ``c`` and decay factor ``d``
-  (``adamp._projection.radial_coefficients``).
+* Between the passes, one small kernel (``decide``, a program per tensor) runs the test
+  from the rows' sums and gives every row its coefficient ``c`` and decay factor ``d``
+  (the formulas of ``adamp._projection.radial_coefficients``).
 * Pass two (``*_apply``) recomputes ``u`` from the stored moments (reading them again
   costs what writing and reading a stored ``u`` would, without its memory) and writes
   ``w <- w * (d + s * c) - s * u``, which is ``w * d - s * (u - c * w)``: projection,
@@ -283,3 +283,84 @@ def sgdp_apply(
                 u = b - coef * w
                 tl.store(b_ptr + offs, u, mask=mask)
             tl.store(w_ptr + offs, _rounded(w * decay - lr * u, W_DTYPE), mask=mask)
+
+
+@triton.jit
+def decide(
+    stats,
+    tensor_row_start,
+    tensor_rows,
+    tensor_cols,
+    codes,
+    row_coef,
+    row_decay,
+    delta,
+    eps,
+    decay_plain,
+    decay_projected,
+    WEIGHTS: tl.constexpr,
+    CHUNKS: tl.constexpr,
+    ROWS: tl.constexpr,
+):
+    """The scale-invariance test of one tensor from its rows' sums, and its rows' factors.
+
+    One program per tensor. The first ``WEIGHTS`` tensors are weights the test may
+    project; the others (one-dimensional parameters) are never projected. Writes each
+    row's projection coefficient ``c`` (0 when not projected) and decay factor, and each
+    weight's code (0 none, 1 channel view, 2 layer view). The same formulas as
+    ``adamp._projection.radial_coefficients``, in one launch instead of a few dozen.
+    """
+    i = tl.program_id(0)
+    first = tl.load(tensor_row_start + i)
+    n = tl.load(tensor_rows + i)
+    cols = tl.load(tensor_cols + i).to(tl.float32)
+    threshold = delta / tl.sqrt(cols)
+    fails = tl.zeros([ROWS], dtype=tl.int32)
+    t_ww = tl.zeros([ROWS], dtype=tl.float32)
+    t_wg = tl.zeros([ROWS], dtype=tl.float32)
+    t_gg = tl.zeros([ROWS], dtype=tl.float32)
+    t_wu = tl.zeros([ROWS], dtype=tl.float32)
+    for c in range(CHUNKS):
+        start = c * ROWS
+        if start < n:
+            rows = start + tl.arange(0, ROWS)
+            mask = rows < n
+            at = stats + 4 * (first + rows)
+            ww = tl.load(at, mask=mask, other=0.0)
+            wg = tl.load(at + 1, mask=mask, other=0.0)
+            gg = tl.load(at + 2, mask=mask, other=0.0)
+            wu = tl.load(at + 3, mask=mask, other=0.0)
+            cos = tl.abs(wg) / (tl.maximum(tl.sqrt(gg), eps) * tl.maximum(tl.sqrt(ww), eps))
+            fails += tl.where(mask & ~(cos < threshold), 1, 0)
+            t_ww += ww
+            t_wg += wg
+            t_gg += gg
+            t_wu += wu
+    s_ww = tl.sum(t_ww, 0)
+    s_wg = tl.sum(t_wg, 0)
+    s_gg = tl.sum(t_gg, 0)
+    s_wu = tl.sum(t_wu, 0)
+    projectable = i < WEIGHTS
+    channel = projectable & (tl.sum(fails, 0) == 0)
+    layer_cos = tl.abs(s_wg) / (tl.maximum(tl.sqrt(s_gg), eps) * tl.maximum(tl.sqrt(s_ww), eps))
+    layer = projectable & ~channel & (layer_cos < delta / tl.sqrt(cols * n.to(tl.float32)))
+    layer_norm = tl.sqrt(s_ww) + eps
+    layer_coef = s_wu / (layer_norm * layer_norm)
+    decay = tl.where(channel | layer, decay_projected, decay_plain)
+    for c in range(CHUNKS):
+        start = c * ROWS
+        if start < n:
+            rows = start + tl.arange(0, ROWS)
+            mask = rows < n
+            at = stats + 4 * (first + rows)
+            ww = tl.load(at, mask=mask, other=1.0)
+            wu = tl.load(at + 3, mask=mask, other=0.0)
+            norm = tl.sqrt(ww) + eps
+            coef = tl.where(channel, wu / (norm * norm), tl.where(layer, layer_coef, 0.0))
+            tl.store(row_coef + first + rows, coef, mask=mask)
+            tl.store(
+                row_decay + first + rows, tl.zeros([ROWS], dtype=tl.float32) + decay, mask=mask
+            )
+    if projectable:
+        code = tl.where(channel, 1, tl.where(layer, 2, 0)).to(tl.uint8)
+        tl.store(codes + i, code)

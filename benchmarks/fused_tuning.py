@@ -12,6 +12,7 @@ recorded in ``benchmarks/RESULTS.md``.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -55,6 +56,10 @@ def graphed_ms(opt: torch.optim.Optimizer) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--default-only", action="store_true", help="time the defaults alone")
+    args = parser.parse_args()
+    configs = CONFIGS[:1] if args.default_only else CONFIGS
     device = torch.device("cuda")
     defaults = (_fused.SEG, _fused.BLOCK, _fused.NUM_WARPS)
     print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}")
@@ -70,7 +75,7 @@ def main() -> None:
         adamw = torch.optim.AdamW(params, **options, fused=True, capturable=True)
         adamw_eager = median_ms(adamw.step)
         adamw_graph = graphed_ms(adamw)
-        for seg, block, warps in CONFIGS:
+        for seg, block, warps in configs:
             _fused.SEG, _fused.BLOCK, _fused.NUM_WARPS = seg, block, warps
             _fused._PLANS.clear()
             opt = AdamP(params, **options, fused=True, capturable=True)

@@ -93,11 +93,17 @@ def test_fused_matches_per_tensor(cls, options):
             assert_close(opts[0].state[fused[name]][key], opts[1].state[p][key], TOL, key)
 
 
-def test_rows_longer_than_a_segment():
+def test_rows_longer_than_a_segment_and_weights_of_many_rows():
     """Rows (and one-dimensional parameters) longer than ``SEG`` are cut into segments
-    whose sums are added before the test: the result is the per-tensor one."""
+    whose sums are added before the test, and weights with more rows than the decision
+    kernel reads at once are read in chunks: the result is the per-tensor one."""
     gen = torch.Generator().manual_seed(3)
-    shapes = {"wide": (3, _fused.SEG + 904), "long_bias": (2 * _fused.SEG + 7,), "small": (4, 6)}
+    shapes = {
+        "wide": (3, _fused.SEG + 904),
+        "long_bias": (2 * _fused.SEG + 7,),
+        "tall": (_fused.DECIDE_ROWS + 8, 2),
+        "small": (4, 6),
+    }
     single = {n: (0.1 * torch.randn(s, generator=gen)).requires_grad_() for n, s in shapes.items()}
     fused = clone_params(single)
     opts = [
@@ -111,7 +117,9 @@ def test_rows_longer_than_a_segment():
         for opt in opts:
             opt.step()
         assert codes_of(opts[0], fused) == codes_of(opts[1], single)
-        assert codes_of(opts[0], fused)["wide"] == [CHANNEL_VIEW, LAYER_VIEW, NO_PROJECTION][step]
+        expected = [CHANNEL_VIEW, LAYER_VIEW, NO_PROJECTION][step]
+        assert codes_of(opts[0], fused)["wide"] == expected
+        assert codes_of(opts[0], fused)["tall"] == expected
     assert_all_close(fused, single, TOL, "params")
 
 
