@@ -109,8 +109,18 @@ def test_a_killed_service_resumes_after_restart(
             done = wait_for(api, study["id"], timeout_s=180)
         assert done["status"] == "completed"
         trials = _assert_clean_finish(pg_url, unique_name, 6)
+        by_number = {t.number: t for t in trials}
         failed = {t.number for t in trials if t.user_attrs.get("stop_reason") == "orphaned"}
-        assert orphans <= failed, "trials running at the kill were failed, then re-run"
+        assert failed, "the kill left running trials, which the new process failed"
+        # A trial seen running just before the kill may still have finished before it (its
+        # result then stands); every other one was failed as orphaned and run again.
+        for number in orphans:
+            assert number in failed or by_number[number].state == TrialState.COMPLETE, number
+        for number in failed:
+            assert by_number[number].state == TrialState.FAIL
+            reruns = [t for t in trials if t.user_attrs.get("retry_of") == number]
+            assert reruns, f"orphaned trial {number} was run again"
+            assert reruns[0].params == by_number[number].params
     finally:
         service.stop()
 
