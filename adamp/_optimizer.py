@@ -186,24 +186,20 @@ class ProjectingOptimizer(Optimizer):
                 continue
             options = self._options(group)
             if self._use_fused(group, params):
-                for indices in group_by_device_and_dtype(params).values():
-                    self._fused_or_foreach_step(
-                        [params[i] for i in indices],
-                        [grads[i] for i in indices],
-                        [states[i] for i in indices],
-                        **options,
-                    )
+                group_step = self._fused_or_foreach_step
             elif self._use_foreach(group, params):
-                for indices in group_by_device_and_dtype(params).values():
-                    self._multi_tensor_step(
-                        [params[i] for i in indices],
-                        [grads[i] for i in indices],
-                        [states[i] for i in indices],
-                        **options,
-                    )
+                group_step = self._multi_tensor_step
             else:
                 for param, grad, state in zip(params, grads, states, strict=True):
                     self._single_tensor_step(param, grad, state, **options)
+                continue
+            for indices in group_by_device_and_dtype(params).values():
+                group_step(
+                    [params[i] for i in indices],
+                    [grads[i] for i in indices],
+                    [states[i] for i in indices],
+                    **options,
+                )
         return loss
 
     def _options(self, group: dict[str, Any]) -> dict[str, Any]:
