@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
 from adamp import _fused
+from adamp._cpu import cpu_kernels_available
 from adamp._projection import project_many_
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -190,8 +191,10 @@ class ProjectingOptimizer(Optimizer):
             elif self._use_foreach(group, params):
                 group_step = self._multi_tensor_step
             else:
+                cpu_kernels = self._use_cpu_kernels(group)
                 for param, grad, state in zip(params, grads, states, strict=True):
-                    self._single_tensor_step(param, grad, state, **options)
+                    if not (cpu_kernels and self._cpu_kernel_step(param, grad, state, **options)):
+                        self._single_tensor_step(param, grad, state, **options)
                 continue
             for indices in group_by_device_and_dtype(params).values():
                 group_step(
@@ -209,6 +212,13 @@ class ProjectingOptimizer(Optimizer):
     def _single_tensor_step(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
     ) -> None:
+        raise NotImplementedError
+
+    def _cpu_kernel_step(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
+    ) -> bool:
+        """Step ``param`` with torch's fused CPU kernels (``adamp._cpu``); ``False``, having
+        changed nothing, where they cannot take it."""
         raise NotImplementedError
 
     def _multi_tensor_step(
@@ -278,6 +288,17 @@ class ProjectingOptimizer(Optimizer):
             return False
         return all(p.device.type == "cuda" for p in params) and (
             _fused.unsupported_reason(params) is None
+        )
+
+    def _use_cpu_kernels(self, group: dict[str, Any]) -> bool:
+        """The per-tensor loop tries torch's fused CPU kernels first unless a path was chosen:
+        ``foreach=False`` (or ``fused=False``) keeps the plain per-tensor path, the readable
+        reference; ``torch.compile`` traces the plain path too."""
+        return (
+            group["foreach"] is None
+            and group.get("fused") is None
+            and not torch.compiler.is_compiling()
+            and cpu_kernels_available()
         )
 
     def _use_foreach(self, group: dict[str, Any], params: Sequence[Tensor]) -> bool:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
+from adamp._cpu import cpu_adamp_
 from adamp._fused import fused_adamp_
 from adamp._optimizer import (
     ProjectingOptimizer,
@@ -67,8 +68,10 @@ class AdamP(ProjectingOptimizer):
         nesterov: use Nesterov momentum in the update direction.
         maximize: maximize the objective instead of minimizing.
         foreach: use the multi-tensor path (default: when every parameter is on a GPU and
-            the fused kernels are not used, as ``torch.optim``); ``False`` runs the plain
-            per-tensor path.
+            the fused kernels are not used, as ``torch.optim``). Left unset on the CPU,
+            float32/float64 parameters are stepped one by one with torch's fused CPU Adam
+            kernel doing the moments (``adamp._cpu``); ``False`` runs the plain per-tensor
+            path, the readable reference.
         fused: use the fused Triton kernels (default: when every parameter is a float32,
             float16 or bfloat16 CUDA tensor and Triton is installed): two passes over
             memory per step, no per-weight launches. All paths give the same numbers.
@@ -143,6 +146,12 @@ class AdamP(ProjectingOptimizer):
     ) -> None:
         scratch = self._scratch_like(param)
         _single_tensor_adamp(param, grad, state, scratch=scratch, **options)
+
+    def _cpu_kernel_step(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
+    ) -> bool:
+        scratch = self._scratch_like(param)
+        return scratch is not None and cpu_adamp_(param, grad, state, scratch, **options)
 
     def _multi_tensor_step(
         self,

@@ -1,6 +1,7 @@
 """Time one optimizer step on ResNet-50 and ViT-B/16 parameter shapes, side by side.
 
     python -m benchmarks.optim_step [--models resnet50 vit_b16] [--steps 15] [--device cuda]
+                                    [--families adamp adamw sgdp sgd]
 
 Every optimizer runs over the same parameter tensors (each with its own state) and the
 runs are interleaved step by step, so a busy machine slows all of them alike. Reported per
@@ -65,15 +66,21 @@ def contenders(device: torch.device) -> list[Contender]:
         Contender("AdamP fused (Triton)", "adamp", lambda p: AdamP(p, **adam, fused=True))
     ]
     sgdp_fused = [Contender("SGDP fused (Triton)", "sgdp", lambda p: SGDP(p, **sgd, fused=True))]
+    # On the CPU, AdamP's and SGDP's default path (torch's fused CPU kernels, adamp._cpu).
+    cpu = device.type == "cpu"
+    adamp_cpu = [Contender("AdamP default (CPU kernels)", "adamp", lambda p: AdamP(p, **adam))]
+    sgdp_cpu = [Contender("SGDP default (CPU kernels)", "sgdp", lambda p: SGDP(p, **sgd))]
     return [
         Contender("reference AdamP (adamp==0.3.0)", "adamp", lambda p: ref.AdamP(p, **adam), True),
         *(adamp_fused if fused else []),
+        *(adamp_cpu if cpu else []),
         Contender("AdamP foreach", "adamp", lambda p: AdamP(p, **adam, foreach=True)),
         Contender("AdamP per-tensor", "adamp", lambda p: AdamP(p, **adam, foreach=False)),
         Contender("torch AdamW foreach", "adamw", lambda p: AdamW(p, **adam, foreach=True)),
         Contender("torch AdamW fused", "adamw", lambda p: AdamW(p, **adam, fused=True)),
         Contender("reference SGDP (adamp==0.3.0)", "sgdp", lambda p: ref.SGDP(p, **sgd), True),
         *(sgdp_fused if fused else []),
+        *(sgdp_cpu if cpu else []),
         Contender("SGDP foreach", "sgdp", lambda p: SGDP(p, **sgd, foreach=True)),
         Contender("SGDP per-tensor", "sgdp", lambda p: SGDP(p, **sgd, foreach=False)),
         Contender("torch SGD foreach", "sgd", lambda p: SGD(p, **sgd, foreach=True)),
@@ -145,10 +152,16 @@ class Result:
         return statistics.median(self.times_ms)
 
 
-def race(shapes: list[ParamShape], device: torch.device, steps: int, warmup: int) -> list[Result]:
+def race(
+    shapes: list[ParamShape],
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    families: tuple[str, ...] = ("adamp", "adamw", "sgdp", "sgd"),
+) -> list[Result]:
     """Interleave the contenders' steps over shared parameters; collect per-step times."""
     params = make_params(shapes, device)
-    racers = [(c, c.make(params)) for c in contenders(device)]
+    racers = [(c, c.make(params)) for c in contenders(device) if c.family in families]
     times: dict[str, list[float]] = {c.label: [] for c, _ in racers}
     for round_ in range(warmup + steps):
         for contender, opt in racers:
@@ -202,6 +215,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
+        "--families",
+        nargs="+",
+        choices=["adamp", "adamw", "sgdp", "sgd"],
+        default=["adamp", "adamw", "sgdp", "sgd"],
+        help="which optimizer families race (default: all)",
+    )
+    parser.add_argument(
         "--fused-config",
         help="SEG,BLOCK,NUM_WARPS of the fused kernels (default: adamp._fused's), for tuning",
     )
@@ -218,7 +238,7 @@ def main() -> None:
     print(f"Machine: {machine(device)}; copy bandwidth {bandwidth / 1e9:.1f} GB/s\n")
     for model in args.models:
         shapes = MODELS[model]()
-        results = race(shapes, device, args.steps, args.warmup)
+        results = race(shapes, device, args.steps, args.warmup, tuple(args.families))
         print(report(model, shapes, results, bandwidth) + "\n", flush=True)
 
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import pytest
 import torch
 from torch import Tensor
 
@@ -26,6 +27,12 @@ SHAPES: dict[str, tuple[int, ...]] = {
 }
 NAMES = tuple(SHAPES)
 WEIGHTS = tuple(n for n in NAMES if len(SHAPES[n]) > 1)
+
+EVERY_CPU_PATH = pytest.mark.parametrize(
+    "foreach", [True, False, None], ids=["foreach", "per-tensor", "cpu-kernels"]
+)
+"""The three ways a CPU step can go: the multi-tensor path, the plain per-tensor path
+(the readable reference), and the default, torch's fused CPU kernels (``adamp._cpu``)."""
 
 KINDS = ("channel", "layer", "none", "random")
 """How a weight's gradient is built: orthogonal to each output channel of the weight (as a

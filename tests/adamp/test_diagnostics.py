@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from adamp import CHANNEL_VIEW, LAYER_VIEW, NO_PROJECTION, SGDP, AdamP
-from tests.adamp.helpers import make_grad
+from tests.adamp.helpers import EVERY_CPU_PATH, make_grad
 
 OPTIMIZERS = [(AdamP, {"lr": 1e-2}), (SGDP, {"lr": 0.1, "momentum": 0.9})]
 IDS = ["AdamP", "SGDP"]
@@ -49,7 +49,7 @@ def _normalized_model():
     )
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(("cls", "options"), OPTIMIZERS, ids=IDS)
 def test_one_when_every_weight_is_scale_invariant(cls, options, foreach):
     torch.manual_seed(0)
@@ -68,7 +68,7 @@ def test_one_when_every_weight_is_scale_invariant(cls, options, foreach):
                 assert opt.state[p]["projection"].item() == CHANNEL_VIEW
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(("cls", "options"), OPTIMIZERS, ids=IDS)
 def test_element_weighted_fraction_in_a_mixed_case(cls, options, foreach):
     gen = torch.Generator().manual_seed(1)

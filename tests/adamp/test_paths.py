@@ -13,6 +13,7 @@ from torch import nn
 
 from adamp import CHANNEL_VIEW, LAYER_VIEW, NO_PROJECTION, SGDP, AdamP
 from tests.adamp.helpers import (
+    EVERY_CPU_PATH,
     NAMES,
     assert_all_close,
     assert_close,
@@ -81,7 +82,7 @@ def test_foreach_groups_mixed_dtypes_like_per_tensor(cls, options):
         assert_close(multi[name], single[name], tol, name)
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_capturable_gives_the_same_numbers(dtype, foreach):
     plain = make_params(dtype)
@@ -100,7 +101,7 @@ def test_capturable_gives_the_same_numbers(dtype, foreach):
         assert step.item() == opts[0].state[plain[name]]["step"].item()
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(("cls", "options"), CASES[:2], ids=CASE_IDS[:2])
 def test_maximize_equals_minimizing_the_negated_loss(cls, options, foreach):
     up = make_params(torch.float64)
@@ -132,7 +133,7 @@ def _meta_params():
     return {n: p.detach().to("meta").requires_grad_() for n, p in make_params().items()}
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(
     ("cls", "options"),
     [
@@ -229,7 +230,7 @@ SCHEDULES = {
 }
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize("case", list(SCHEDULES))
 def test_lr_schedulers_drive_the_steps(reference, case, foreach):
     """A scheduler rewrites the groups' hyperparameters between steps; the steps must use
@@ -258,7 +259,7 @@ def test_lr_schedulers_drive_the_steps(reference, case, foreach):
     assert max((ours_params[n] - constant_params[n]).abs().max().item() for n in NAMES) > 1e-3
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(("cls", "options"), CASES[:2], ids=CASE_IDS[:2])
 def test_grad_scaler_skips_inf_steps_and_otherwise_matches(cls, options, foreach):
     torch.manual_seed(0)
@@ -326,14 +327,14 @@ def _lockstep_low_precision(cls, options, dtype, foreach, scale):
     return low
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize(("cls", "options"), CASES[:2], ids=CASE_IDS[:2])
 def test_half_precision_is_float32_math_rounded(cls, options, dtype, foreach):
     _lockstep_low_precision(cls, options, dtype, foreach, scale=1.0)
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 def test_fp16_tiny_gradients_stay_finite(reference, foreach):
     """Gradients ~1e-4 square to ~1e-8, below fp16's smallest number, and eps=1e-8 rounds to
     0 in fp16: math done in fp16 divides by zero. Ours does it in float32."""

@@ -19,6 +19,7 @@ from torch import nn
 import adamp
 from adamp import CHANNEL_VIEW, LAYER_VIEW, NO_PROJECTION
 from tests.adamp.helpers import (
+    EVERY_CPU_PATH,
     NAMES,
     WEIGHTS,
     assert_all_close,
@@ -147,14 +148,14 @@ def _run_against_reference(reference, optimizer, config, dtype, foreach, **ours_
     _compare_state(ours, ref, ours_params, ref_params, tol, STEPS)
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize(("optimizer", "config"), CASES, ids=[f"{o}-{c}" for o, c in CASES])
 def test_matches_reference_step_by_step(reference, optimizer, config, dtype, foreach):
     _run_against_reference(reference, optimizer, config, dtype, foreach)
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("config", list(ADAMP_CONFIGS))
 def test_capturable_adamp_matches_reference(reference, config, dtype, foreach):
@@ -162,7 +163,7 @@ def test_capturable_adamp_matches_reference(reference, config, dtype, foreach):
     _run_against_reference(reference, "AdamP", config, dtype, foreach, capturable=True)
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(("optimizer", "config"), CASES, ids=[f"{o}-{c}" for o, c in CASES])
 def test_parameters_without_gradient_are_skipped_like_reference(
     reference, optimizer, config, foreach
@@ -232,7 +233,7 @@ MODEL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(("optimizer", "options"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
 def test_small_model_trains_like_reference(reference, optimizer, options, foreach):
     torch.manual_seed(7)

@@ -10,6 +10,7 @@ import torch
 
 from adamp import SGDP, AdamP
 from tests.adamp.helpers import (
+    EVERY_CPU_PATH,
     NAMES,
     assert_all_close,
     clone_params,
@@ -47,7 +48,7 @@ def _saved_and_loaded(state_dict):
     return torch.load(buffer, weights_only=True)
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(("cls", "options"), CASES, ids=CASE_IDS)
 def test_round_trip_continues_identically(cls, options, foreach):
     whole = make_params(torch.float64)
@@ -73,7 +74,7 @@ def test_round_trip_continues_identically(cls, options, foreach):
         assert torch.equal(whole[name], resumed_params[name]), name
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize(("cls", "options"), CASES, ids=CASE_IDS)
 def test_reference_state_dict_continues_with_reference_numbers(reference, cls, options, foreach):
     """A state dict written by ``adamp==0.3.0`` (int step, no projection codes), through
@@ -108,7 +109,7 @@ def test_reference_state_dict_continues_with_reference_numbers(reference, cls, o
             assert_all_close({key: mine}, {key: theirs}, 1e-10, name)
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize(("cls", "options"), CASES, ids=CASE_IDS)
 def test_half_precision_state_stays_float32_through_load(cls, options, dtype, foreach):

@@ -11,6 +11,7 @@ from torch.optim.optimizer import required
 
 import adamp
 from adamp import SGDP, AdamP
+from tests.adamp.helpers import EVERY_CPU_PATH
 
 
 def _params():
@@ -90,7 +91,7 @@ def _sparse_grad_step(cls, foreach):
     opt.step()
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
+@EVERY_CPU_PATH
 @pytest.mark.parametrize("cls", [AdamP, SGDP])
 def test_sparse_gradients_raise(cls, foreach):
     with pytest.raises(RuntimeError, match="sparse"):

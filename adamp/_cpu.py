@@ -1,0 +1,223 @@
+"""AdamP and SGDP steps on the CPU built on torch's fused CPU optimizer kernels.
+
+On a CPU an optimizer step is bound by memory traffic: every pass over a parameter-sized
+tensor costs about as much as the arithmetic of the whole step. The plain per-tensor path
+(``foreach=False``, the readable reference) makes about 27 such reads and writes per
+element for an AdamP step on a weight; the reference release more. This path, the default
+for float32 and float64 CPU parameters when neither ``foreach`` nor ``fused`` is set, makes
+17:
+
+* **AdamP.** torch's fused Adam kernel (``torch._fused_adam_``, what
+  ``torch.optim.Adam(fused=True)`` runs) updates both moments and writes the step
+  ``-s u`` (``s = lr / (1 - beta1^t)``, ``u = m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``)
+  into a zeroed scratch buffer, in one pass. The row statistics of the scale-invariance
+  test follow (``adamp._projection``), then one pass updates the weight:
+  ``w <- w (r + s c) - s u``, which is ``w r - s (u - c w)``, the projected update with
+  the decay factor ``r``. One-dimensional parameters are never projected and take torch's
+  fused AdamW kernel (its decoupled decay is AdamP's) directly.
+* **SGDP.** The momentum update is one pass when there is no dampening
+  (``b <- g + mu b``; a second pass negates it under ``maximize``), the projection of the
+  update is skipped for weights the test did not flag, and the decayed weight update
+  ``w <- f w - lr u`` is one pass (torch's fused SGD kernel with its weight decay set to
+  ``(1 - f) / lr``).
+
+On the CPU reading a 0-dim tensor (``.item()``) does not wait for any device, so the
+decision may steer Python here. The numbers are those of the per-tensor path up to
+rounding. Every function returns ``False``, having changed nothing, for what the kernels do
+not take (the caller then runs the per-tensor path): tensors not contiguous, a gradient of
+another dtype than its (float32 or float64) parameter, AdamP's ``nesterov``. fp16/bf16
+parameters are stepped as float32 copies and rounded once, as on the other paths.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adamp._projection import scale_invariance_one
+
+CPU_DTYPES = (torch.float32, torch.float64)
+"""Dtypes the math runs in here: fp16/bf16 parameters are stepped as float32 copies (their
+state is float32 already), then rounded once, as on the other paths."""
+
+
+def cpu_kernels_available() -> bool:
+    """True when this torch has the fused CPU optimizer kernels (torch 2.4 and later)."""
+    return hasattr(torch, "_fused_adam_") and hasattr(torch, "_fused_sgd_")
+
+
+def _in_compute_dtype(param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    """The parameter and gradient to step: float32 copies for fp16/bf16 parameters."""
+    if param.dtype in (torch.float16, torch.bfloat16):
+        return param.float(), grad.float()
+    return param, grad
+
+
+def _takes(param: Tensor, grad: Tensor, *state: Tensor) -> bool:
+    """True when the fused kernels can step ``param``: a contiguous float32/float64 CPU
+    tensor whose gradient and state are contiguous tensors of its dtype and shape (the
+    kernels walk all of them in memory order)."""
+    return (
+        param.device.type == "cpu"
+        and param.dtype in CPU_DTYPES
+        and param.is_contiguous()
+        and not grad.is_sparse
+        and all(
+            t.dtype == param.dtype and t.shape == param.shape and t.is_contiguous()
+            for t in (grad, *state)
+        )
+    )
+
+
+def _write_back(param: Tensor, computed: Tensor) -> None:
+    if computed is not param:
+        param.copy_(computed)  # fp16/bf16: rounded once, at the end
+
+
+def _row_view(factor: Tensor, weight: Tensor) -> Tensor:
+    return factor.view([-1] + [1] * (weight.dim() - 1))
+
+
+def _adam_kernel(
+    kernel: Callable[..., None],
+    target: Tensor,
+    *,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: Tensor,
+    lr: float,
+    weight_decay: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    maximize: bool,
+) -> None:
+    """``target <- target * (1 - lr wd) - s u`` (``_fused_adamw_``) or, with
+    ``_fused_adam_`` and no decay, ``target <- target - s u``, updating both moments."""
+    kernel(
+        [target], [grad], [exp_avg], [exp_avg_sq], [], [step], lr=lr, beta1=beta1,
+        beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=maximize,
+    )  # fmt: skip
+
+
+def cpu_adamp_(
+    param: Tensor,
+    grad: Tensor,
+    state: dict[str, Any],
+    scratch: Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    delta: float,
+    wd_ratio: float,
+    nesterov: bool,
+    maximize: bool,
+    capturable: bool,
+) -> bool:
+    """One AdamP step of ``param`` (see the module docstring); ``False`` if not taken.
+
+    ``scratch`` is reusable memory of ``param``'s shape and dtype. The step count may be
+    on the CPU whatever ``capturable`` says: the parameter is there too.
+    """
+    del capturable
+    exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
+    if nesterov or grad.is_sparse or step.device.type != "cpu" or step.dtype != torch.float32:
+        return False
+    w, g = _in_compute_dtype(param, grad)
+    if not _takes(w, g, exp_avg, exp_avg_sq, scratch):
+        return False
+    step += 1
+    adam = functools.partial(
+        _adam_kernel, grad=g, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, step=step, lr=lr,
+        beta1=beta1, beta2=beta2, eps=eps, maximize=maximize,
+    )  # fmt: skip
+    if param.dim() <= 1:
+        # Never projected: AdamW's step, whose decoupled decay is AdamP's unprojected one.
+        adam(torch._fused_adamw_, w, weight_decay=weight_decay if weight_decay > 0 else 0.0)
+        _write_back(param, w)
+        return True
+
+    scratch.zero_()
+    adam(torch._fused_adam_, scratch, weight_decay=0.0)
+    # scratch = -s u; the test's coefficient of that update is -s c (|cos| ignores the
+    # gradient's sign, so maximize needs nothing more here).
+    neg_coef, code = scale_invariance_one(w, g, scratch, delta, eps)
+    state["projection"].copy_(code)
+    projected = bool(code.item())  # a CPU tensor: no device to wait for
+    decay = 1 - lr * weight_decay * (wd_ratio if projected else 1) if weight_decay > 0 else 1.0
+    factor = neg_coef.neg_().add_(decay)  # r + s c, per row
+    torch.addcmul(scratch, w, _row_view(factor, w), out=w)
+    _write_back(param, w)
+    return True
+
+
+def cpu_sgdp_(
+    param: Tensor,
+    grad: Tensor,
+    state: dict[str, Any],
+    scratch: Tensor,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    eps: float,
+    delta: float,
+    wd_ratio: float,
+    maximize: bool,
+) -> bool:
+    """One SGDP step of ``param`` (see the module docstring); ``False`` if not taken.
+
+    As in the reference release, without nesterov the update *is* the momentum buffer,
+    so a projected weight's buffer is projected too.
+    """
+    buf = state["momentum"]
+    if grad.is_sparse:
+        return False
+    w, g = _in_compute_dtype(param, grad)
+    if not _takes(w, g, buf, scratch):
+        return False
+    if dampening == 0:  # b <- g + mu b in one pass (maximize: -(g - mu b), exactly)
+        torch.add(g, buf, alpha=-momentum if maximize else momentum, out=buf)
+        if maximize:
+            buf.neg_()
+    else:
+        buf.mul_(momentum).add_(g, alpha=-(1 - dampening) if maximize else 1 - dampening)
+    update = buf
+    if nesterov:  # g + mu b (maximize: -(g - mu b))
+        update = torch.add(g, buf, alpha=-momentum if maximize else momentum, out=scratch)
+        if maximize:
+            update.neg_()
+
+    projected = False
+    if w.dim() > 1:
+        coef, code = scale_invariance_one(w, g, update, delta, eps)
+        state["projection"].copy_(code)
+        projected = bool(code.item())  # a CPU tensor: no device to wait for
+        if projected:
+            update.addcmul_(w, _row_view(coef, w), value=-1)
+
+    if weight_decay == 0:
+        w.add_(update, alpha=-lr)
+        _write_back(param, w)
+        return True
+    factor = 1 - lr * weight_decay * (wd_ratio if projected else 1) / (1 - momentum)
+    if lr == 0:
+        _write_back(param, w)  # factor is 1: nothing moves
+        return True
+    # f w - lr u in one pass: SGD's coupled decay d = u + wd' w, w - lr d, with lr wd' = 1 - f.
+    torch._fused_sgd_(
+        [w], [update], [], weight_decay=(1 - factor) / lr, momentum=0.0, lr=lr,
+        dampening=0.0, nesterov=False, maximize=False, is_first_step=False,
+    )  # fmt: skip
+    _write_back(param, w)
+    return True
