@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench bench-compare clean
 
 install: $(STAMP)
 
@@ -36,6 +36,17 @@ test: install lint typecheck
 
 bench: install
 	$(BIN)/python -m benchmarks.optim_step
+
+# Issue 7's evidence, all of it (hours on a 2-core machine: Ray Tune's default configuration
+# starts an actor per trial): the service against Ray Tune and plain Optuna, the scale of
+# one study, the paper's observation. Results print as markdown tables; the plot is written
+# to benchmarks/results/weight_norms.png.
+bench-compare: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m benchmarks.head_to_head compare --db sqlite postgres --reuse-actors
+	$(BIN)/python -m benchmarks.head_to_head scale --budget-s 2700
+	$(BIN)/python -m benchmarks.paper_claim norms
+	$(BIN)/python -m benchmarks.paper_claim service
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
