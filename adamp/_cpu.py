@@ -45,9 +45,30 @@ CPU_DTYPES = (torch.float32, torch.float64)
 state is float32 already), then rounded once, as on the other paths."""
 
 
+@functools.cache
 def cpu_kernels_available() -> bool:
-    """True when this torch has the fused CPU optimizer kernels (torch 2.4 and later)."""
-    return hasattr(torch, "_fused_adam_") and hasattr(torch, "_fused_sgd_")
+    """True when this torch runs the fused Adam, AdamW and SGD kernels on CPU tensors.
+
+    Probed once on one-element tensors: the kernels are private, their CPU versions came
+    in torch 2.4 and 2.5, and a torch without them must fall back to the plain path rather
+    than fail in ``step()``.
+    """
+    one = [torch.ones(1)]
+    try:
+        with torch.no_grad():
+            for kernel in (torch._fused_adam_, torch._fused_adamw_):
+                kernel(
+                    [torch.zeros(1)], one, [torch.zeros(1)], [torch.zeros(1)], [],
+                    [torch.ones(())], lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0,
+                    eps=1e-8, amsgrad=False, maximize=False,
+                )  # fmt: skip
+            torch._fused_sgd_(
+                [torch.zeros(1)], one, [], weight_decay=0.1, momentum=0.0, lr=0.1,
+                dampening=0.0, nesterov=False, maximize=False, is_first_step=False,
+            )  # fmt: skip
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 def _in_compute_dtype(param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:

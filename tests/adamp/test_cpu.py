@@ -155,3 +155,15 @@ def test_the_cpu_path_reuses_one_scratch_buffer() -> None:
     opt.step()
     assert opt.__dict__["_scratch"][(torch.device("cpu"), torch.float32)].data_ptr() == pointer
     assert scratch.numel() == max(p.numel() for p in params.values())
+
+
+def test_a_torch_without_the_cpu_kernels_steps_on_the_plain_path(monkeypatch):
+    """The kernels are private torch API: where they are missing (or CUDA-only, as before
+    torch 2.4), the default CPU step is the plain per-tensor one, not an error."""
+    monkeypatch.setattr("adamp._optimizer.cpu_kernels_available", lambda: False)
+    calls = _count_per_tensor_steps(monkeypatch, AdamP)
+    params = make_params(torch.float32)
+    opt = AdamP(params.values(), lr=1e-2)
+    set_grads(params, [], 0, torch.Generator().manual_seed(0))
+    opt.step()
+    assert len(calls) == len(params)
