@@ -15,9 +15,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from db.models import StudyStatus
 from service import repository
 from service.api.deps import SessionDep, StateDep, current_user
 from service.api.views import study_out
+from service.dashboard.plot_cache import PlotCache
 from service.dashboard.plots import study_plots
 from workers.optimizers import python_snippet
 
@@ -67,22 +69,27 @@ def plots(
     """Optuna's plots of the study as Plotly figures (JSON), with a note where none fits;
     ``group=fast`` or ``group=slow`` for one half (the page draws the fast half first).
 
-    Cached per study until its finished-trial counts change.
+    Cached per study and group; while the study runs, recomputed at most once per a few
+    times their cost (``service.dashboard.plot_cache``), so ``stale`` may be true and
+    ``age_s`` says how old they are.
     """
     record = repository.get_study(session, study_id)
     out = study_out(session, record)
     if record.optuna_study_id is None:
         return {"n_complete": 0, "plots": [], "note": "the study has not started yet"}
     counts = out.counts
-    key = ("plots", study_id, group, counts.complete, counts.pruned, counts.fail, counts.running)
-    cache: dict[Any, Any] = state.extras.setdefault("dashboard_plots", {})
-    if key not in cache:
+    cache: PlotCache = state.extras.setdefault("dashboard_plots", PlotCache())
+
+    def compute() -> dict[str, Any]:
         study = optuna.load_study(study_name=record.name, storage=state.storage)
-        if len(cache) > 64:
-            cache.clear()
-        cache[key] = study_plots(study, group)
-    result: dict[str, Any] = cache[key]
-    return result
+        return study_plots(study, group)
+
+    return cache.get(
+        key=(study_id, group),
+        counts=(counts.complete, counts.pruned, counts.fail, counts.running),
+        running=record.status in (StudyStatus.QUEUED, StudyStatus.RUNNING),
+        compute=compute,
+    )
 
 
 @data.get("/studies/{study_id}/best")

@@ -216,6 +216,10 @@
       renderPlots(await getJSON(`${base}?group=fast`));
       const slow = await getJSON(`${base}?group=slow`);
       renderPlots(slow);
+      if (slow.stale) {
+        // A running study's plots are recomputed at most once per a few times their cost.
+        text("plots-note", `(plots as of ${Math.round(slow.age_s)} s ago)`);
+      }
       plotsSignature = signature;
       plotsFetchedAt = Date.now();
       document.getElementById("plots").dataset.nComplete = String(slow.n_complete);
