@@ -66,6 +66,12 @@ def _radial_coefficient(dot_wu: Tensor, sq_norm_w: Tensor, eps: float) -> Tensor
     return dot_wu / (sq_norm_w.sqrt() + eps).square()
 
 
+def as_rows(t: Tensor) -> Tensor:
+    """``t`` as a matrix with one row per output channel (``reshape(rows, -1)``, which an
+    empty tensor cannot do: its row length would be ambiguous)."""
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
+
+
 def scale_invariance_one(
     weight: Tensor, grad: Tensor, update: Tensor, delta: float, eps: float
 ) -> tuple[Tensor, Tensor]:
@@ -77,19 +83,17 @@ def scale_invariance_one(
     view passes), and a ``uint8`` 0-dim tensor on the weight's device:
     ``NO_PROJECTION``, ``CHANNEL_VIEW`` or ``LAYER_VIEW``.
     """
-    rows, cols = weight.shape[0], weight[0].numel()
-    w = weight.reshape(rows, cols)
-    g = grad.reshape(rows, cols)
-    u = update.reshape(rows, cols)
+    w, g, u = as_rows(weight), as_rows(grad), as_rows(update)
+    rows, cols = w.shape
 
     w_w = _row_sq_norm(w)
     w_g = _row_dot(w, g)
     g_g = _row_sq_norm(g)
     w_u = _row_dot(w, u)
 
-    channel = (_cosine(w_g, g_g, w_w, eps) < delta / math.sqrt(cols)).all()
+    channel = (_cosine(w_g, g_g, w_w, eps) < delta / math.sqrt(max(cols, 1))).all()
     layer_cos = _cosine(w_g.sum(), g_g.sum(), w_w.sum(), eps)
-    layer = ~channel & (layer_cos < delta / math.sqrt(rows * cols))
+    layer = ~channel & (layer_cos < delta / math.sqrt(max(rows * cols, 1)))
 
     channel_coef = _radial_coefficient(w_u, w_w, eps)
     layer_coef = _radial_coefficient(w_u.sum(), w_w.sum(), eps)
@@ -171,9 +175,9 @@ def project_many_(
     weights. Returns the ``uint8`` codes, one per weight.
     """
     layout = row_layout(weights)
-    flat = [w.reshape(r, -1) for w, r in zip(weights, layout.rows, strict=True)]
-    flat_g = [g.reshape(r, -1) for g, r in zip(grads, layout.rows, strict=True)]
-    flat_u = [u.reshape(r, -1) for u, r in zip(updates, layout.rows, strict=True)]
+    flat = [as_rows(w) for w in weights]
+    flat_g = [as_rows(g) for g in grads]
+    flat_u = [as_rows(u) for u in updates]
     stats = torch.stack(
         [
             torch.cat([_row_sq_norm(w) for w in flat]),

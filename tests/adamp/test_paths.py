@@ -351,3 +351,31 @@ def test_fp16_tiny_gradients_stay_finite(reference, foreach):
     set_grads(ref_params, [], 0, torch.Generator().manual_seed(6), scale=1e-4)
     ref.step()
     assert not all(torch.isfinite(p).all() for p in ref_params.values())  # fp16 math breaks
+
+
+@EVERY_CPU_PATH
+@pytest.mark.parametrize(("cls", "options"), CASES[:2], ids=CASE_IDS[:2])
+def test_empty_and_scalar_parameters_step_with_the_others(cls, options, foreach):
+    """Zero-size weights (a layer with no output channels, or no inputs) and 0-dim
+    parameters step without error, and the others get the plain path's numbers."""
+    shapes = {"no_rows": (0, 3), "no_cols": (3, 0), "empty": (0,), "scalar": (), "w": (4, 3)}
+    gen = torch.Generator().manual_seed(0)
+    start = {n: torch.randn(s, generator=gen) for n, s in shapes.items()}
+    ours = {n: v.clone().requires_grad_() for n, v in start.items()}
+    plain = {n: v.clone().requires_grad_() for n, v in start.items()}
+    opts = [cls(ours.values(), foreach=foreach, **options)]
+    opts.append(cls(plain.values(), foreach=False, **options))
+    for _ in range(3):
+        for name, shape in shapes.items():
+            g = torch.randn(shape, generator=gen)
+            ours[name].grad, plain[name].grad = g.clone(), g
+        for opt in opts:
+            opt.step()
+    for name in ("scalar", "w"):
+        assert not torch.equal(ours[name], start[name]), name
+        assert torch.allclose(ours[name], plain[name], rtol=1e-6, atol=1e-7), name
+    for name in ("no_rows", "no_cols", "empty"):
+        state = opts[0].state[ours[name]]
+        assert state[cls.MOMENT_KEYS[0]].shape == shapes[name], name
+        if cls is AdamP:
+            assert float(state["step"]) == 3.0, name
