@@ -44,7 +44,7 @@ def _cosine(dot: Tensor, sq_norm_a: Tensor, sq_norm_b: Tensor, eps: float) -> Te
     return dot.abs() / (sq_norm_a.sqrt().clamp_min(eps) * sq_norm_b.sqrt().clamp_min(eps))
 
 
-def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+def row_dot(a: Tensor, b: Tensor) -> Tensor:
     """``<a_i, b_i>`` for each row.
 
     ``linalg.vecdot`` runs 2 to 4 times faster on a CPU than ``einsum("ij,ij->i")``, which
@@ -61,7 +61,7 @@ def _row_sq_norm(a: Tensor) -> Tensor:
     return norms.square()
 
 
-def _radial_coefficient(dot_wu: Tensor, sq_norm_w: Tensor, eps: float) -> Tensor:
+def radial_coefficient(dot_wu: Tensor, sq_norm_w: Tensor, eps: float) -> Tensor:
     """``<w, u> / (||w|| + eps)^2``: how much of ``w`` to take out of ``u``."""
     return dot_wu / (sq_norm_w.sqrt() + eps).square()
 
@@ -83,23 +83,28 @@ def scale_invariance_one(
     view passes), and a ``uint8`` 0-dim tensor on the weight's device:
     ``NO_PROJECTION``, ``CHANNEL_VIEW`` or ``LAYER_VIEW``.
     """
-    w, g, u = as_rows(weight), as_rows(grad), as_rows(update)
+    w, u = as_rows(weight), as_rows(update)
+    channel, layer, w_w = which_view(w, as_rows(grad), delta, eps)
+    w_u = row_dot(w, u)
+    channel_coef = radial_coefficient(w_u, w_w, eps)
+    layer_coef = radial_coefficient(w_u.sum(), w_w.sum(), eps)
+    zero = torch.zeros((), dtype=w.dtype, device=w.device)
+    coef = torch.where(channel, channel_coef, torch.where(layer, layer_coef, zero))
+    return coef, view_codes(channel, layer)
+
+
+def which_view(w: Tensor, g: Tensor, delta: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The test itself on a weight and its gradient as rows (``as_rows``): whether the
+    channel view passes, whether the layer view does (only if the channel view did not),
+    both as 0-dim bool tensors, and each row's ``||w_i||^2`` for the coefficients."""
     rows, cols = w.shape
-
     w_w = _row_sq_norm(w)
-    w_g = _row_dot(w, g)
+    w_g = row_dot(w, g)
     g_g = _row_sq_norm(g)
-    w_u = _row_dot(w, u)
-
     channel = (_cosine(w_g, g_g, w_w, eps) < delta / math.sqrt(max(cols, 1))).all()
     layer_cos = _cosine(w_g.sum(), g_g.sum(), w_w.sum(), eps)
     layer = ~channel & (layer_cos < delta / math.sqrt(max(rows * cols, 1)))
-
-    channel_coef = _radial_coefficient(w_u, w_w, eps)
-    layer_coef = _radial_coefficient(w_u.sum(), w_w.sum(), eps)
-    zero = torch.zeros((), dtype=w.dtype, device=w.device)
-    coef = torch.where(channel, channel_coef, torch.where(layer, layer_coef, zero))
-    return coef, _codes(channel, layer)
+    return channel, layer, w_w
 
 
 def project_one_(weight: Tensor, grad: Tensor, update: Tensor, delta: float, eps: float) -> Tensor:
@@ -110,7 +115,8 @@ def project_one_(weight: Tensor, grad: Tensor, update: Tensor, delta: float, eps
     return code
 
 
-def _codes(channel: Tensor, layer: Tensor) -> Tensor:
+def view_codes(channel: Tensor, layer: Tensor) -> Tensor:
+    """The ``uint8`` code of the view taken, from ``which_view``'s two answers."""
     return torch.where(
         channel,
         CHANNEL_VIEW,
@@ -181,9 +187,9 @@ def project_many_(
     stats = torch.stack(
         [
             torch.cat([_row_sq_norm(w) for w in flat]),
-            torch.cat([_row_dot(w, g) for w, g in zip(flat, flat_g, strict=True)]),
+            torch.cat([row_dot(w, g) for w, g in zip(flat, flat_g, strict=True)]),
             torch.cat([_row_sq_norm(g) for g in flat_g]),
-            torch.cat([_row_dot(w, u) for w, u in zip(flat, flat_u, strict=True)]),
+            torch.cat([row_dot(w, u) for w, u in zip(flat, flat_u, strict=True)]),
         ],
         dim=1,
     )
@@ -217,7 +223,7 @@ def radial_coefficients(
     seg = layout.segment
     coef = torch.where(
         channel[seg],
-        _radial_coefficient(w_u, w_w, eps),
-        torch.where(layer[seg], _radial_coefficient(t_wu, t_ww, eps)[seg], 0.0),
+        radial_coefficient(w_u, w_w, eps),
+        torch.where(layer[seg], radial_coefficient(t_wu, t_ww, eps)[seg], 0.0),
     )
-    return coef, _codes(channel, layer)
+    return coef, view_codes(channel, layer)
