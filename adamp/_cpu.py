@@ -179,7 +179,7 @@ def cpu_adamp_(
     """
     del capturable
     exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
-    if nesterov or grad.is_sparse or step.device.type != "cpu" or step.dtype != torch.float32:
+    if nesterov or step.device.type != "cpu" or step.dtype != torch.float32:
         return False
     w, g = _in_compute_dtype(param, grad)
     if not _takes(w, g, exp_avg, exp_avg_sq, scratch):
@@ -233,8 +233,6 @@ def cpu_sgdp_(
     so a projected weight's buffer is projected too.
     """
     buf = state["momentum"]
-    if grad.is_sparse:
-        return False
     w, g = _in_compute_dtype(param, grad)
     if not _takes(w, g, buf, scratch):
         return False

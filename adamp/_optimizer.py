@@ -62,6 +62,9 @@ class ProjectingOptimizer(Optimizer):
     """
 
     MOMENT_KEYS: tuple[str, ...] = ()
+    CPU_STEP: Callable[..., bool]
+    """The subclass's step on torch's fused CPU kernels: ``(param, grad, state, scratch,
+    **options) -> taken``."""
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         if defaults.get("fused") and defaults.get("foreach"):
@@ -217,9 +220,10 @@ class ProjectingOptimizer(Optimizer):
     def _cpu_kernel_step(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
     ) -> bool:
-        """Step ``param`` with torch's fused CPU kernels (``adamp._cpu``); ``False``, having
-        changed nothing, where they cannot take it."""
-        raise NotImplementedError
+        """Step ``param`` with torch's fused CPU kernels (``CPU_STEP``, from ``adamp._cpu``);
+        ``False``, having changed nothing, where they cannot take it."""
+        scratch = self._scratch_like(param)
+        return scratch is not None and type(self).CPU_STEP(param, grad, state, scratch, **options)
 
     def _multi_tensor_step(
         self,

@@ -69,9 +69,9 @@ class AdamP(ProjectingOptimizer):
         maximize: maximize the objective instead of minimizing.
         foreach: use the multi-tensor path (default: when every parameter is on a GPU and
             the fused kernels are not used, as ``torch.optim``). Left unset on the CPU,
-            float32/float64 parameters are stepped one by one with torch's fused CPU Adam
-            kernel doing the moments (``adamp._cpu``); ``False`` runs the plain per-tensor
-            path, the readable reference.
+            parameters are stepped one by one with torch's fused CPU Adam kernel doing the
+            moments (``adamp._cpu``); ``False`` runs the plain per-tensor path, the
+            readable reference.
         fused: use the fused Triton kernels (default: when every parameter is a float32,
             float16 or bfloat16 CUDA tensor and Triton is installed): two passes over
             memory per step, no per-weight launches. All paths give the same numbers.
@@ -80,6 +80,7 @@ class AdamP(ProjectingOptimizer):
     """
 
     MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
+    CPU_STEP = staticmethod(cpu_adamp_)
 
     def __init__(
         self,
@@ -146,12 +147,6 @@ class AdamP(ProjectingOptimizer):
     ) -> None:
         scratch = self._scratch_like(param)
         _single_tensor_adamp(param, grad, state, scratch=scratch, **options)
-
-    def _cpu_kernel_step(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
-    ) -> bool:
-        scratch = self._scratch_like(param)
-        return scratch is not None and cpu_adamp_(param, grad, state, scratch, **options)
 
     def _multi_tensor_step(
         self,

@@ -62,16 +62,17 @@ class SGDP(ProjectingOptimizer):
         wd_ratio: weight-decay multiplier for projected weights, in [0, 1].
         maximize: maximize the objective instead of minimizing.
         foreach: use the multi-tensor path (default: when every parameter is on a GPU and
-            the fused kernels are not used). Left unset on the CPU, float32/float64
-            parameters are stepped one by one in fewer passes over memory, partly with
-            torch's fused CPU SGD kernel (``adamp._cpu``); ``False`` runs the plain
-            per-tensor path, the readable reference.
+            the fused kernels are not used). Left unset on the CPU, parameters are
+            stepped one by one in fewer passes over memory, partly with torch's fused CPU
+            SGD kernel (``adamp._cpu``); ``False`` runs the plain per-tensor path, the
+            readable reference.
         fused: use the fused Triton kernels (default: when every parameter is a float32,
             float16 or bfloat16 CUDA tensor and Triton is installed): two passes over
             memory per step. All paths give the same numbers.
     """
 
     MOMENT_KEYS = ("momentum",)
+    CPU_STEP = staticmethod(cpu_sgdp_)
 
     def __init__(
         self,
@@ -138,12 +139,6 @@ class SGDP(ProjectingOptimizer):
         self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
     ) -> None:
         _single_tensor_sgdp(param, grad, state, **options)
-
-    def _cpu_kernel_step(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], **options: Any
-    ) -> bool:
-        scratch = self._scratch_like(param)
-        return scratch is not None and cpu_sgdp_(param, grad, state, scratch, **options)
 
     def _multi_tensor_step(
         self,
