@@ -38,11 +38,16 @@ def engine_options(url: str) -> dict[str, Any]:
 
 
 def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    """WAL mode, set once per file (it is persistent) and only read afterwards: switching
+    the journal mode needs the file to itself, and a switch racing other new connections
+    can fail with "database is locked" whatever the busy timeout."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+    if str(mode).lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.close()
 
 

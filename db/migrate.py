@@ -36,22 +36,26 @@ def alembic_config() -> Config:
 
 
 @contextmanager
-def _exclusive(engine: Engine, connection: Connection) -> Iterator[None]:
-    """Hold a cross-process lock: an advisory lock on PostgreSQL, a file lock on SQLite."""
+def _exclusive_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection held under a cross-process lock: an advisory lock on PostgreSQL, a file
+    lock on SQLite, taken there *before* connecting (a process's first connection to a new
+    file switches it to WAL, which must not race another process's)."""
     if engine.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
-        connection.commit()
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_KEY})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
             connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_KEY})
+                connection.commit()
         return
     database = make_url(str(engine.url)).database or ""
     with open(f"{database}.migrate.lock", "a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
-            yield
+            with engine.connect() as connection:
+                yield connection
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
@@ -59,7 +63,7 @@ def _exclusive(engine: Engine, connection: Connection) -> Iterator[None]:
 def upgrade(engine: Engine) -> None:
     """Bring the service's tables to the newest schema (a no-op when they are there)."""
     config = alembic_config()
-    with engine.connect() as connection, _exclusive(engine, connection):
+    with _exclusive_connection(engine) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         connection.commit()
