@@ -13,12 +13,18 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import starlette.exceptions
 from optuna_dashboard import wsgi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 with warnings.catch_warnings():
-    # Starlette's WSGI bridge is deprecated in favour of a2wsgi, which is not a dependency.
-    warnings.simplefilter("ignore", DeprecationWarning)
+    # Starlette's WSGI bridge is deprecated in favour of a2wsgi, which is not a dependency
+    # (starlette is pinned in constraints.txt). Its warning is a StarletteDeprecationWarning,
+    # a UserWarning, not a DeprecationWarning (older starlette: a DeprecationWarning).
+    warnings.simplefilter(
+        "ignore",
+        getattr(starlette.exceptions, "StarletteDeprecationWarning", DeprecationWarning),
+    )
     from starlette.middleware.wsgi import WSGIMiddleware
 
 log = logging.getLogger(__name__)
