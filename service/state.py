@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import optuna
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.frozen import FrozenAnswers
+from service.plot_cache import PlotCache
 from service.scheduler import Scheduler
 from service.settings import Settings
 
@@ -24,6 +24,7 @@ class AppState:
     storage: optuna.storages.BaseStorage
     scheduler: Scheduler | None
     importance_cache: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    plot_cache: PlotCache = field(default_factory=PlotCache)
+    """The dashboard's latest plots of each study (see ``service.plot_cache``)."""
     frozen_answers: FrozenAnswers = field(default_factory=FrozenAnswers)
     """Answers about studies that can no longer change (see ``service.frozen``)."""

@@ -19,7 +19,6 @@ from db.models import StudyStatus
 from service import repository
 from service.api.deps import SessionDep, StateDep, current_user
 from service.api.views import study_out
-from service.dashboard.plot_cache import PlotCache
 from service.dashboard.plots import study_plots
 from workers.optimizers import python_snippet
 
@@ -70,7 +69,7 @@ def plots(
     ``group=fast`` or ``group=slow`` for one half (the page draws the fast half first).
 
     Cached per study and group; while the study runs, recomputed at most once per a few
-    times their cost (``service.dashboard.plot_cache``), so ``stale`` may be true and
+    times their cost (``service.plot_cache``), so ``stale`` may be true and
     ``age_s`` says how old they are.
     """
     record = repository.get_study(session, study_id)
@@ -78,13 +77,12 @@ def plots(
     if record.optuna_study_id is None:
         return {"n_complete": 0, "plots": [], "note": "the study has not started yet"}
     counts = out.counts
-    cache: PlotCache = state.extras.setdefault("dashboard_plots", PlotCache())
 
     def compute() -> dict[str, Any]:
         study = optuna.load_study(study_name=record.name, storage=state.storage)
         return study_plots(study, group)
 
-    return cache.get(
+    return state.plot_cache.get(
         key=(study_id, group),
         counts=(counts.complete, counts.pruned, counts.fail, counts.running),
         running=record.status in (StudyStatus.QUEUED, StudyStatus.RUNNING),

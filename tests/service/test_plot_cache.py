@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from service.dashboard.plot_cache import PlotCache
+from service.plot_cache import PlotCache
 
 
 class Clock:
