@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 SYNC_INTERVAL_S = 0.5
 POLL_TIMEOUT_S = 0.05
 IDLE_SLEEP_S = 0.2
+CREATION_GRACE_S = 60.0
+"""How long a new study's row may wait for its Optuna study before the scheduler gives up."""
 FAIL_STUDY_AFTER = 3
 """A study whose first this-many finished trials all raised is marked failed."""
 
@@ -275,6 +277,8 @@ class Scheduler:
                 active.max_concurrent = record.max_concurrent
         for record in records:
             if record.id not in self._studies:
+                if record.optuna_study_id is None and not self._creation_overdue(record):
+                    continue  # the API is still creating its Optuna study: next sync
                 try:
                     self._studies[record.id] = self._load(record)
                 except Exception as err:
@@ -286,6 +290,13 @@ class Scheduler:
         metrics.STUDIES_ACTIVE.labels("running").set(
             sum(1 for r in records if r.status == StudyStatus.RUNNING.value)
         )
+
+    @staticmethod
+    def _creation_overdue(record: Study) -> bool:
+        """A study row is written before its Optuna study (``repository.create_study``);
+        one still without it after ``CREATION_GRACE_S`` lost its creator, and is loaded
+        (and so failed, "cannot start") rather than left queued for ever."""
+        return utcnow() - record.created_at > timedelta(seconds=CREATION_GRACE_S)
 
     def _load(self, record: Study) -> ActiveStudy:
         """Take over a study: rebuild its sampler, count its trials, re-run its orphans."""

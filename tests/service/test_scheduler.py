@@ -395,3 +395,51 @@ def test_a_user_holds_at_most_their_gpu_share(parts) -> None:
     assert _overlap(_trials(storage, "ben-gpu")) == 1
     both = _trials(storage, "ann-gpu") + _trials(storage, "ben-gpu")
     assert _overlap(both) == 2, "the two users used both GPUs side by side"
+
+
+def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch) -> None:
+    """The API writes the study's row, then creates its Optuna study: a scheduler syncing in
+    between must wait for it, not fail the study ("Record does not exist"), as it once did
+    to a study submitted in a running service. A row whose Optuna study never comes (its
+    creator died) is failed after the grace period, not left queued."""
+    sessions, storage = parts
+    created: list[Study] = []
+    real_create = optuna.create_study
+    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+
+    def create_after_a_sync(*args: Any, **kwargs: Any) -> optuna.Study:
+        with sessions() as session:
+            created.extend(repository.active_studies(session))
+        scheduler._sync_studies()  # the row is there, its Optuna study not yet
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", create_after_a_sync)
+    study = _submit(sessions, storage, "row-first")
+    assert [s.optuna_study_id for s in created] == [None]
+    with sessions() as session:
+        assert repository.get_study(session, study.id).status == "queued"
+    scheduler.start()
+    try:
+        assert _wait_status(sessions, study.id, ("completed", "failed")).status == "completed"
+    finally:
+        scheduler.stop()
+
+    monkeypatch.setattr(optuna, "create_study", real_create)
+    monkeypatch.setattr("service.scheduler.core.CREATION_GRACE_S", 0.0)
+    with sessions.begin() as session:
+        orphan = Study(**{**_row_of(created[0]), "name": "orphan-row", "optuna_study_id": None})
+        session.add(orphan)
+    with sessions() as session:
+        orphan_id = repository.active_studies(session)[0].id
+    later = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    later._sync_studies()
+    with sessions() as session:
+        failed = repository.get_study(session, orphan_id)
+    assert failed.status == "failed"
+    assert "cannot start" in (failed.error or "")
+
+
+def _row_of(study: Study) -> dict[str, Any]:
+    """The columns of a study row a new row can copy (not its id or timestamps)."""
+    skip = {"id", "created_at", "started_at", "finished_at", "status", "error"}
+    return {c.name: getattr(study, c.name) for c in Study.__table__.columns if c.name not in skip}
