@@ -96,6 +96,8 @@ class Study(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    name_key: Mapped[str] = mapped_column(String(512), unique=True)
+    """The name as compared for uniqueness (NFKC, case-folded): look-alikes collide here."""
     owner: Mapped[str] = mapped_column(String(64), index=True)
     workload: Mapped[str] = mapped_column(String(64), index=True)
     optimizer: Mapped[str] = mapped_column(String(16))
@@ -208,5 +210,7 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """After this the token is refused (401, saying it expired); ``None`` never expires."""
 
     user: Mapped[User] = relationship(back_populates="tokens")

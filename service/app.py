@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import ray
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
-from service import dashboard, metrics, runtime
-from service.api import cluster, errors, health, studies, trials, workloads
+from service import dashboard, docs, runtime
+from service.api import cluster, errors, health, session, studies, trials, workloads
+from service.gate import AuthGate
+from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
 from service.scheduler.executor import RayExecutor
@@ -54,38 +54,6 @@ def build_state(settings: Settings) -> AppState:
     return AppState(settings, engine, sessions, storage, scheduler)
 
 
-class LatencyMiddleware:
-    """Records each request's latency by route in ``metrics.REQUEST_LATENCY``.
-
-    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) costs
-    a task and a stream per request, a sizeable share of a small JSON answer.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            metrics.REQUEST_LATENCY.labels(
-                scope["method"], getattr(route, "path", "unmatched"), str(status)
-            ).observe(time.perf_counter() - started)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application; everything heavy happens in its lifespan, not at import."""
     settings = settings or Settings()
@@ -117,11 +85,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
 
+    # Outermost first: headers on every answer, then the door (before any body is read),
+    # then the size limit on what gets through.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthGate)
     app.add_middleware(LatencyMiddleware)
-    for router in (studies.router, trials.router, workloads.router, cluster.router, health.router):
+    app.add_middleware(SecurityHeaders)
+    for router in (
+        studies.router,
+        trials.router,
+        workloads.router,
+        cluster.router,
+        health.router,
+        session.router,
+    ):
         app.include_router(router)
+    docs.install(app)
     dashboard.install(app)
     return app

@@ -240,30 +240,50 @@ def token_create(
     user: Annotated[str, typer.Argument(help="the user the token acts as")],
     admin: Annotated[bool, typer.Option("--admin", help="may act on everyone's studies")] = False,
     label: Annotated[str | None, typer.Option(help="a note, e.g. the machine it is for")] = None,
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            "--expires-in", help="refuse the token after this long: 30d, 12h, 90m, 2w, 45s"
+        ),
+    ] = None,
 ) -> None:
     """Create a token for USER and print it, alone on the last line (shown only this once)."""
-    from service.auth import create_token  # noqa: PLC0415
+    from service.auth import create_token, parse_duration  # noqa: PLC0415
 
     if not user.strip() or len(user) > 64:
         err_console.print("[red]error[/red] USER must be 1 to 64 characters")
         raise typer.Exit(code=2)
-    token, record = create_token(_database(), user, admin=admin, label=label)
+    try:
+        lifetime = parse_duration(expires_in) if expires_in is not None else None
+    except ValueError as err:
+        err_console.print(f"[red]error[/red] --expires-in: {err}")
+        raise typer.Exit(code=2) from err
+    token, record = create_token(_database(), user, admin=admin, label=label, expires_in=lifetime)
     role = "admin" if admin else "user"
+    until = f", expires {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
     err_console.print(
-        f"token {record.id} for {user} ({role}); store it now, it is not shown again:"
+        f"token {record.id} for {user} ({role}{until}); store it now, it is not shown again:"
     )
     sys.stdout.write(token + "\n")
 
 
 @token_app.command("list")
 def token_list() -> None:
-    """List tokens: id, user, role, shown prefix, created, last used, revoked."""
+    """List tokens: id, user, role, shown prefix, created, expires, last used, revoked."""
+    from db.models import utcnow  # noqa: PLC0415
     from service.auth import list_tokens  # noqa: PLC0415
 
     with _database()() as session:
         rows = list_tokens(session)
-    table = Table("id", "user", "role", "prefix", "label", "created", "last used", "revoked")
+    table = Table(
+        "id", "user", "role", "prefix", "label", "created", "expires", "last used", "revoked"
+    )
+    now = utcnow()
     for token, user in rows:
+        expires = "never"
+        if token.expires_at is not None:
+            expired = " (expired)" if token.expires_at <= now else ""
+            expires = f"{token.expires_at:%Y-%m-%d %H:%M}{expired}"
         table.add_row(
             str(token.id),
             user.name,
@@ -271,10 +291,12 @@ def token_list() -> None:
             token.prefix + "...",
             token.label or "",
             f"{token.created_at:%Y-%m-%d %H:%M}",
+            expires,
             f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "-",
             f"{token.revoked_at:%Y-%m-%d %H:%M}" if token.revoked_at else "-",
         )
-    console.print(table)
+    # Wide enough that no column is cut, also when the output is not a terminal.
+    Console(width=max(console.width, 180)).print(table)
 
 
 @token_app.command("revoke")

@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import ACTIVE_STATUSES, Study, StudyEvent, StudyStatus, utcnow
 from service.errors import Conflict, NotFound
+from service.names import name_key
 from service.schemas import StudyCreate
 
 
@@ -44,6 +45,7 @@ def create_study(
     assert request.direction is not None  # filled in by StudyCreate's validation
     study = Study(
         name=request.name,
+        name_key=name_key(request.name),
         owner=owner,
         workload=request.workload,
         optimizer=request.optimizer,
@@ -64,7 +66,7 @@ def create_study(
         with sessions.begin() as session:
             session.add(study)
     except IntegrityError:
-        raise Conflict(f"a study named {request.name!r} already exists") from None
+        raise _duplicate(sessions, request.name) from None
     try:
         optuna_study = optuna.create_study(
             study_name=request.name, storage=storage, direction=request.direction
@@ -86,6 +88,18 @@ def create_study(
         add_event(session, study.id, "submitted", f"submitted by {owner}")
     study.optuna_study_id = optuna_study._study_id
     return study
+
+
+def _duplicate(sessions: sessionmaker[Session], name: str) -> Conflict:
+    """The conflict for a name already taken, naming the study that holds it."""
+    with sessions() as session:
+        existing = session.scalars(select(Study).where(Study.name_key == name_key(name))).first()
+    if existing is None:  # removed meanwhile; the client may simply retry
+        return Conflict(f"a study named {name!r} already exists")
+    same = "" if existing.name == name else " (names are compared ignoring case and Unicode form)"
+    return Conflict(
+        f"study {existing.id} is already named {existing.name!r}{same}; choose another name"
+    )
 
 
 def get_study(session: Session, study_id: int) -> Study:

@@ -13,8 +13,9 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from service.names import mixed_scripts, normalize
 from workers.optimizers import OPTIMIZERS, check_optimizer_combination
-from workers.params import ParamSpec
+from workers.params import MAX_EXACT_INT, ParamSpec
 from workers.registry import all_workloads
 
 OptimizerName = Literal["adamp", "sgdp", "adamw", "sgd"]
@@ -27,6 +28,9 @@ TrialStateName = Literal["complete", "running", "waiting", "pruned", "fail"]
 MAX_TRIALS = 100_000
 MAX_CHOICES = 1_000
 SEED_MAX = 2**31 - 1
+ID_MAX = 2**31 - 1
+"""The largest id or trial number (a 32-bit column on PostgreSQL); larger ones are a 422."""
+OFFSET_MAX = 2**31 - 1
 
 T = TypeVar("T")
 
@@ -51,6 +55,22 @@ class Dimension(BaseModel):
     choices: list[float | int | bool | str] | None = Field(
         default=None, min_length=1, max_length=MAX_CHOICES
     )
+
+    @field_validator("choices")
+    @classmethod
+    def _exact_choices(cls, choices: list[Any] | None) -> list[Any] | None:
+        for value in choices or []:
+            if isinstance(value, int) and not isinstance(value, bool):
+                if abs(value) > MAX_EXACT_INT:
+                    raise ValueError(
+                        "integer choices must lie within ±2**53 "
+                        f"(got a {value.bit_length()}-bit one)"
+                    )
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("choices must be finite numbers")
+            elif isinstance(value, str) and len(value) > 256:
+                raise ValueError("string choices are at most 256 characters")
+        return choices
 
     @model_validator(mode="after")
     def _one_form(self) -> Dimension:
@@ -151,10 +171,19 @@ class StudyCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _printable_name(cls, name: str) -> str:
+        """Stored in NFKC form; one script per name (see ``service.names``)."""
+        name = normalize(name)
+        if not name or len(name) > 128:
+            raise ValueError("must be 1 to 128 characters in Unicode NFKC form")
         if name != name.strip():
             raise ValueError("must not start or end with white space")
         if any(not ch.isprintable() for ch in name):
             raise ValueError("must not contain control characters")
+        if scripts := mixed_scripts(name):
+            raise ValueError(
+                f"mixes letters of several scripts ({', '.join(scripts)}), which makes "
+                "look-alike names; write it in one script"
+            )
         return name
 
     @model_validator(mode="after")
@@ -262,10 +291,30 @@ class StudyCreate(BaseModel):
         return size
 
 
-class StudyUpdate(BaseModel):
-    """What may change while a study is queued or running."""
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """The JSON schema of a partial update: at least one field, none of them ``null``."""
+    schema["minProperties"] = 1
+    schema["examples"] = [{"priority": 5}]
+    for prop in schema.get("properties", {}).values():
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        if options:
+            prop.update(options[0])
+        prop.pop("default", None)
 
-    model_config = ConfigDict(extra="forbid")
+
+class StudyUpdate(BaseModel):
+    """What may change while a study is queued or running (at least one of the two)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_not_nullable)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if value is None:
+                    raise ValueError(f"`{key}` cannot be null: leave it out to keep it")
+        return data
 
     priority: int | None = Field(default=None, ge=-100, le=100)
     max_concurrent: int | None = Field(default=None, ge=1, le=1024)

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=20.0, ge=0.0)
     """On SIGTERM, how long running trials get to stop before the process exits."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body accepted; larger ones are refused with 413 while being read."""
+    session_cookie_max_age_s: int = Field(default=12 * 3600, ge=60)
+    """How long a dashboard sign-in lasts (never past the token's own expiry)."""
 
     @field_validator("database_url")
     @classmethod

@@ -17,6 +17,7 @@ import pytest
 from tests.support.postgres import fresh_database
 from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
+from tests.support.tokens import make_tokens
 
 _names = itertools.count()
 
@@ -102,3 +103,19 @@ def sqlite_api(sqlite_service: ServiceProcess) -> Iterator[httpx.Client]:
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A study name no other test uses."""
     return f"{request.node.name[:80]}-{os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def secured(
+    tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster, artifacts_dir: Path
+) -> Iterator[tuple[ServiceProcess, dict[str, str]]]:
+    """A service with ``ADAMP_TUNE_AUTH=required`` and tokens made with the CLI before it
+    started: ``alice``, ``bob``, ``root`` (admin), and ``revoked`` (created, then revoked)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('auth') / 'auth.db'}"
+    tokens = make_tokens(url, {"alice": [], "bob": [], "root": ["--admin"], "revoked": []})
+    base = dict(ray_cluster.env, RAY_ADDRESS=ray_cluster.address)
+    service = ServiceProcess.start(url, base, artifacts_dir / "service-auth.log", auth="required")
+    try:
+        yield service, tokens
+    finally:
+        service.stop()

@@ -7,11 +7,23 @@ worker never receives a value its optimizer or workload would reject.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 ParamKind = Literal["float", "int", "bool", "str"]
+
+MAX_EXACT_INT = 2**53
+"""Integers beyond this lose precision as JSON numbers and floats; none is accepted."""
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = _short.maxlong = 40
+
+
+def show(value: Any) -> str:
+    """A short ``repr`` of a client's value for an error message: never the whole of it."""
+    return _short.repr(value)
 
 
 @dataclass(frozen=True)
@@ -46,31 +58,40 @@ class ParamSpec:
         return f"{'an integer' if self.kind == 'int' else 'a number'} in {lo}{low}, {high}{hi}"
 
     def check(self, value: Any) -> Any:
-        """Return ``value`` converted to this spec's type, or raise ``ValueError`` saying why."""
+        """Return ``value`` converted to this spec's type, or raise ``ValueError`` saying why.
+
+        Messages quote the value shortened (``show``), so a huge input never comes back whole.
+        """
         if self.kind == "bool":
             if not isinstance(value, bool):
-                raise ValueError(f"must be true or false, got {value!r}")
+                raise ValueError(f"must be true or false, got {show(value)}")
             return value
         if self.kind == "str":
             if not isinstance(value, str):
-                raise ValueError(f"must be a string, got {value!r}")
+                raise ValueError(f"must be a string, got {show(value)}")
             if self.choices is not None and value not in self.choices:
-                raise ValueError(f"must be {self.describe_range()}, got {value!r}")
+                raise ValueError(f"must be {self.describe_range()}, got {show(value)}")
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"must be {self.describe_range()}, got {value!r}")
+            raise ValueError(f"must be {self.describe_range()}, got {show(value)}")
+        if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
+            raise ValueError(
+                f"must be {self.describe_range()}, got a {value.bit_length()}-bit integer"
+            )
         if self.kind == "int":
             if isinstance(value, float) and not value.is_integer():
-                raise ValueError(f"must be an integer, got {value!r}")
+                raise ValueError(f"must be an integer, got {show(value)}")
             value = int(value)
+            if abs(value) > MAX_EXACT_INT:
+                raise ValueError(f"must be {self.describe_range()}, got {show(value)}")
         else:
             value = float(value)
             if not math.isfinite(value):
-                raise ValueError(f"must be a finite number, got {value!r}")
+                raise ValueError(f"must be a finite number, got {show(value)}")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"must be {self.describe_range()}, got {value!r}")
+            raise ValueError(f"must be {self.describe_range()}, got {show(value)}")
         if not self.in_range(value):
-            raise ValueError(f"must be {self.describe_range()}, got {value!r}")
+            raise ValueError(f"must be {self.describe_range()}, got {show(value)}")
         return value
 
     def in_range(self, value: float) -> bool:

@@ -8,9 +8,15 @@ from fastapi import APIRouter, Depends
 
 from service import repository, runtime, trial_queries
 from service.api.deps import SessionDep, current_user
+from service.api.errors import responses
 from service.schemas import ClusterNodeOut, ClusterOut
 
-router = APIRouter(prefix="/api/v1", tags=["cluster"], dependencies=[Depends(current_user)])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["cluster"],
+    dependencies=[Depends(current_user)],
+    responses=responses(401),
+)
 
 
 @router.get("/cluster", response_model=ClusterOut)

@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.auth import Principal, authenticate
+from service.auth import Principal
 from service.errors import Unauthenticated
+from service.gate import PRINCIPAL_KEY
+from service.schemas import ID_MAX, OFFSET_MAX
 from service.state import AppState
+
+StudyId = Annotated[int, Path(ge=1, le=ID_MAX, description="the study's id")]
+"""A study id from the path: range-checked, so no number reaches the database unchecked."""
+TrialNumber = Annotated[int, Path(ge=0, le=ID_MAX, description="the trial's number")]
+Offset = Annotated[int, Query(ge=0, le=OFFSET_MAX, description="items to skip")]
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `adamp-tune token create`")
 
@@ -33,24 +40,21 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def current_user(
-    state: StateDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from the Bearer token.
+    """The caller, as ``service.gate.AuthGate`` established it before the route ran.
 
-    With authentication off, a call without a token acts as the configured default owner
-    (who may act on every study); a token, when given, is still checked and used.
+    The gate has already refused whoever may not pass (``401``); with authentication off,
+    a call without a token acts as the configured default owner. ``credentials`` is here
+    for the OpenAPI schema, which so documents the Bearer scheme on every route.
     """
-    if credentials is None:
-        if state.settings.auth_required:
-            raise Unauthenticated(
-                "this service needs an API token: send `Authorization: Bearer <token>` "
-                "(create one with `adamp-tune token create YOUR_NAME`)"
-            )
-        return Principal(state.settings.default_owner, admin=True)
-    principal = authenticate(state.sessions, credentials.credentials)
-    if principal is None:
-        raise Unauthenticated("the API token is unknown or revoked")
+    principal = request.scope.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        raise Unauthenticated(
+            "this service needs an API token: send `Authorization: Bearer <token>` "
+            "(create one with `adamp-tune token create YOUR_NAME`)"
+        )
     return principal
 
 

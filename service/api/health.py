@@ -5,11 +5,12 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 import ray
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from service.api.deps import StateDep
+from service.api.deps import StateDep, current_user
+from service.api.errors import responses
 from service.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
@@ -22,7 +23,11 @@ def _version() -> str:
         return "unknown"
 
 
-@router.get("/healthz", response_model=HealthOut)
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "the database or Ray is unavailable"}},
+)
 def healthz(state: StateDep, response: Response) -> HealthOut:
     """``ok`` when the database answers and Ray is connected; ``503`` otherwise."""
     try:
@@ -45,7 +50,12 @@ def healthz(state: StateDep, response: Response) -> HealthOut:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=responses(401),
+    dependencies=[Depends(current_user)],
+)
 def metrics() -> Response:
     """Prometheus text exposition of the service's metrics."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

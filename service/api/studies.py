@@ -8,7 +8,15 @@ import optuna
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from service import repository, runtime
-from service.api.deps import SessionDep, StateDep, UserDep, current_user
+from service.api.deps import (
+    Offset,
+    SessionDep,
+    StateDep,
+    StudyId,
+    UserDep,
+    current_user,
+)
+from service.api.errors import responses
 from service.api.views import study_out
 from service.auth import Principal
 from service.errors import Forbidden, InvalidRequest
@@ -23,7 +31,12 @@ from service.schemas import (
 )
 from service.state import AppState
 
-router = APIRouter(prefix="/api/v1/studies", tags=["studies"], dependencies=[Depends(current_user)])
+router = APIRouter(
+    prefix="/api/v1/studies",
+    tags=["studies"],
+    dependencies=[Depends(current_user)],
+    responses=responses(401),
+)
 
 
 def _check_fits_cluster(request: StudyCreate) -> None:
@@ -51,7 +64,12 @@ def _check_fits_cluster(request: StudyCreate) -> None:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyOut,
+    responses=responses(403, 409, 413),
+)
 def submit_study(request: StudyCreate, state: StateDep, user: UserDep) -> StudyOut:
     """Queue a new study; the scheduler starts its trials as the cluster has room."""
     _check_fits_cluster(request)
@@ -67,7 +85,7 @@ def list_studies(
     owner: Annotated[str | None, Query(max_length=64)] = None,
     workload: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[StudyOut]:
     """Studies, newest first, filtered by status (repeatable), owner and workload."""
     items, total = repository.list_studies(
@@ -76,8 +94,8 @@ def list_studies(
     return Page(items=[study_out(session, s) for s in items], total=total)
 
 
-@router.get("/{study_id}", response_model=StudyOut)
-def get_study(study_id: int, session: SessionDep, state: StateDep) -> Response:
+@router.get("/{study_id}", response_model=StudyOut, responses=responses(404))
+def get_study(study_id: StudyId, session: SessionDep, state: StateDep) -> Response:
     """One study: status, trial counts per state, best trial, timings."""
     key = ("study", study_id)
     if (kept := state.frozen_answers.get(key)) is not None:
@@ -98,8 +116,10 @@ def _check_owner(state: AppState, study_id: int, user: Principal, action: str) -
         )
 
 
-@router.patch("/{study_id}", response_model=StudyOut)
-def change_study(study_id: int, change: StudyUpdate, state: StateDep, user: UserDep) -> StudyOut:
+@router.patch("/{study_id}", response_model=StudyOut, responses=responses(403, 404, 409, 413))
+def change_study(
+    study_id: StudyId, change: StudyUpdate, state: StateDep, user: UserDep
+) -> StudyOut:
     """Change a queued or running study's ``priority`` or ``max_concurrent``."""
     _check_owner(state, study_id, user, "change")
     repository.update_study(
@@ -109,8 +129,8 @@ def change_study(study_id: int, change: StudyUpdate, state: StateDep, user: User
         return study_out(session, repository.get_study(session, study_id))
 
 
-@router.post("/{study_id}/cancel", response_model=StudyOut)
-def cancel_study(study_id: int, state: StateDep, user: UserDep) -> StudyOut:
+@router.post("/{study_id}/cancel", response_model=StudyOut, responses=responses(403, 404, 409, 413))
+def cancel_study(study_id: StudyId, state: StateDep, user: UserDep) -> StudyOut:
     """Cancel a queued or running study; its running trials are stopped within seconds."""
     _check_owner(state, study_id, user, "cancel")
     repository.cancel_study(state.sessions, study_id, by=user.name)
@@ -118,8 +138,8 @@ def cancel_study(study_id: int, state: StateDep, user: UserDep) -> StudyOut:
         return study_out(session, repository.get_study(session, study_id))
 
 
-@router.get("/{study_id}/events")
-def study_events(study_id: int, session: SessionDep) -> list[dict[str, Any]]:
+@router.get("/{study_id}/events", responses=responses(404))
+def study_events(study_id: StudyId, session: SessionDep) -> list[dict[str, Any]]:
     """The study's timeline: submitted, started, trials re-run, ended."""
     study = repository.get_study(session, study_id)
     return [
@@ -128,8 +148,8 @@ def study_events(study_id: int, session: SessionDep) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/{study_id}/importance", response_model=ImportanceOut)
-def importance(study_id: int, state: StateDep, session: SessionDep) -> ImportanceOut:
+@router.get("/{study_id}/importance", response_model=ImportanceOut, responses=responses(404))
+def importance(study_id: StudyId, state: StateDep, session: SessionDep) -> ImportanceOut:
     """Parameter importances (Optuna's fANOVA) over the complete trials."""
     record = repository.get_study(session, study_id)
     study = optuna.load_study(study_name=record.name, storage=state.storage)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from service import repository, trial_queries
-from service.api.deps import SessionDep, StateDep, current_user
+from service.api.deps import Offset, SessionDep, StateDep, StudyId, TrialNumber, current_user
+from service.api.errors import responses
 from service.api.views import trial_out
 from service.errors import NotFound
 from service.frozen import is_frozen, json_response
@@ -17,18 +18,19 @@ router = APIRouter(
     prefix="/api/v1/studies/{study_id}/trials",
     tags=["trials"],
     dependencies=[Depends(current_user)],
+    responses=responses(401, 404),
 )
 
 
 @router.get("", response_model=Page[TrialOut])
 def list_trials(
-    study_id: int,
+    study_id: StudyId,
     session: SessionDep,
     app_state: StateDep,
     state: Annotated[list[TrialStateName] | None, Query()] = None,
     order_by: trial_queries.OrderBy = "number",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     intermediate: bool = True,
 ) -> Response:
     """Trials of a study, filtered by state (repeatable), ordered, paged."""
@@ -56,7 +58,7 @@ def list_trials(
 
 
 @router.get("/{number}", response_model=TrialOut)
-def get_trial(study_id: int, number: int, session: SessionDep) -> TrialOut:
+def get_trial(study_id: StudyId, number: TrialNumber, session: SessionDep) -> TrialOut:
     """One trial: params, value, intermediate values, state, placement, attempts."""
     study = repository.get_study(session, study_id)
     row = (

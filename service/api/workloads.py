@@ -7,12 +7,18 @@ from dataclasses import asdict
 from fastapi import APIRouter, Depends
 
 from service.api.deps import current_user
+from service.api.errors import responses
 from service.schemas import OptimizerOut, WorkloadArgOut, WorkloadOut
 from workers.optimizers import OPTIMIZERS
 from workers.params import ParamSpec
 from workers.registry import all_workloads
 
-router = APIRouter(prefix="/api/v1", tags=["workloads"], dependencies=[Depends(current_user)])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["workloads"],
+    dependencies=[Depends(current_user)],
+    responses=responses(401),
+)
 
 
 def _arg(spec: ParamSpec) -> WorkloadArgOut:

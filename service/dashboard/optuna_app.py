@@ -1,17 +1,27 @@
-"""``optuna-dashboard`` mounted under ``/optuna``, on the service's own Optuna storage.
+"""``optuna-dashboard`` mounted under ``/optuna``, read-only, on the service's Optuna storage.
 
 optuna-dashboard's front end assumes it owns the site root (``/static/bundle.js``,
 ``/api/...``, routes under ``/dashboard``); :func:`under_prefix` rewrites those few absolute
 paths in its page, its bundle and its redirects so it works below a prefix.
+
+The mount is for reading. Its writes (delete, rename, notes, tell, preferences, schema
+migration) would change Optuna's tables behind the service's back: deleting a study there
+would leave the service's row pointing at nothing. They are refused with ``405``; studies
+change through ``/api/v1``. Who may read is decided before this app is reached
+(``service.gate``); the numbers in its paths and queries are range-checked here, since its
+own handlers would pass a 400-digit id to the database and answer 500.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import starlette.exceptions
 from optuna_dashboard import wsgi
@@ -44,6 +54,8 @@ def under_prefix(app: WSGIApp, prefix: str) -> WSGIApp:
 
     def rewritten(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        # Its static handlers read the header unguarded (KeyError, a 500, when it is absent).
+        environ.setdefault("HTTP_ACCEPT_ENCODING", "identity")
         if path == _BUNDLE:
             environ["HTTP_ACCEPT_ENCODING"] = "identity"  # the plain file, not bundle.js.gz
         answer: dict[str, Any] = {}
@@ -93,6 +105,32 @@ def _below(location: str, prefix: str) -> str:
     return location
 
 
+READ_METHODS = frozenset({"GET", "HEAD"})
+LARGEST_NUMBER = 2**31 - 1
+_NUMBERS = re.compile(r"\d+")
+_NUMBER_LISTS = {
+    "after": re.compile(r"\d{1,10}"),
+    "trial_ids": re.compile(r"\d{1,10}(,\d{1,10})*"),
+}
+
+
+def refusal(method: str, path: str, query: str) -> tuple[int, str] | None:
+    """Why a request may not reach optuna-dashboard (status, message), or ``None``."""
+    if method not in READ_METHODS:
+        return (
+            405,
+            "optuna-dashboard is mounted read-only here: change studies through /api/v1 "
+            "(cancel one with POST /api/v1/studies/{id}/cancel)",
+        )
+    if any(len(n) > 10 or int(n) > LARGEST_NUMBER for n in _NUMBERS.findall(path)):
+        return 404, f"no such page: numbers in the path are at most {LARGEST_NUMBER}"
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        pattern = _NUMBER_LISTS.get(key)
+        if pattern is not None and value and not pattern.fullmatch(value):
+            return 422, f"{key}: must be whole numbers of at most 10 digits, separated by commas"
+    return None
+
+
 class OptunaDashboard:
     """An ASGI app that builds optuna-dashboard on first use.
 
@@ -113,5 +151,18 @@ class OptunaDashboard:
             return self._app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = refusal(
+                scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1")
+            )
+            if refused is not None:
+                status, message = refused
+                body = json.dumps({"detail": message, "message": message}).encode()
+                headers = [(b"content-type", b"application/json")]
+                if status == 405:
+                    headers.append((b"allow", b"GET, HEAD"))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
         app = self._app or self._build(scope)
         await app(scope, receive, send)

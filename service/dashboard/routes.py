@@ -1,7 +1,8 @@
 """The dashboard's HTML pages and the JSON only it needs (plots, the best configuration).
 
-Pages are shells that load without a token; everything about studies comes from the JSON
-API, fetched by the page's script with the token the user entered (when auth is on).
+With auth on, a page is served only to a signed-in browser (``service.gate`` answers the
+sign-in page otherwise); everything about studies comes from the JSON API, fetched by the
+page's script with the session cookie.
 """
 
 from __future__ import annotations
@@ -17,23 +18,36 @@ from fastapi.templating import Jinja2Templates
 
 from db.models import StudyStatus
 from service import repository
-from service.api.deps import SessionDep, StateDep, current_user
+from service.api.deps import SessionDep, StateDep, StudyId, current_user
+from service.api.errors import responses
 from service.api.views import study_out
+from service.auth import Principal
 from service.dashboard.plots import study_plots
+from service.gate import PRINCIPAL_KEY
 from workers.optimizers import python_snippet
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 router = APIRouter(include_in_schema=False)
-data = APIRouter(prefix="/dashboard-api", tags=["dashboard"], dependencies=[Depends(current_user)])
+data = APIRouter(
+    prefix="/dashboard-api",
+    tags=["dashboard"],
+    dependencies=[Depends(current_user)],
+    responses=responses(401, 404),
+)
 
 
 def _page(request: Request, state: StateDep, template: str, **context: Any) -> HTMLResponse:
+    user = request.scope.get(PRINCIPAL_KEY)
     return TEMPLATES.TemplateResponse(
         request,
         template,
-        {"auth_required": state.settings.auth_required, **context},
+        {
+            "auth_required": state.settings.auth_required,
+            "user": user.name if isinstance(user, Principal) else None,
+            **context,
+        },
         headers={"Cache-Control": "no-store"},
     )
 
@@ -45,7 +59,7 @@ def studies_page(request: Request, state: StateDep) -> HTMLResponse:
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(study_id: int, request: Request, state: StateDep) -> HTMLResponse:
+def study_page(study_id: StudyId, request: Request, state: StateDep) -> HTMLResponse:
     """One study, live while it runs."""
     return _page(request, state, "study.html", page="study", study_id=study_id)
 
@@ -60,7 +74,7 @@ def plotly_js() -> FileResponse:
 
 @data.get("/studies/{study_id}/plots")
 def plots(
-    study_id: int,
+    study_id: StudyId,
     state: StateDep,
     session: SessionDep,
     group: Literal["fast", "slow"] | None = None,
@@ -91,7 +105,7 @@ def plots(
 
 
 @data.get("/studies/{study_id}/best")
-def best_configuration(study_id: int, session: SessionDep) -> dict[str, Any]:
+def best_configuration(study_id: StudyId, session: SessionDep) -> dict[str, Any]:
     """The best trial's optimizer construction as Python to copy (``None`` before one)."""
     out = study_out(session, repository.get_study(session, study_id))
     if out.best_trial is None:

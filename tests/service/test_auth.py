@@ -3,49 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.settings import Settings
-from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import synthetic
+from tests.support.tokens import cli as _cli
 
 pytestmark = pytest.mark.ray
-
-CLI = str(Path(sys.executable).with_name("adamp-tune"))
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args], env=env, capture_output=True, text=True, check=False, timeout=60
-    )
-
-
-@pytest.fixture(scope="module")
-def secured(
-    tmp_path_factory, ray_cluster: RayCluster, artifacts_dir: Path
-) -> Iterator[tuple[ServiceProcess, dict]]:
-    """A service that needs tokens; tokens made with the CLI before it ever started."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('auth') / 'auth.db'}"
-    env = {**os.environ, "ADAMP_TUNE_DATABASE_URL": url}
-    tokens = {}
-    for user, flags in [("alice", []), ("bob", []), ("root", ["--admin"])]:
-        made = _cli(env, "token", "create", user, *flags)
-        assert made.returncode == 0, made.stderr
-        tokens[user] = made.stdout.strip().splitlines()[-1]
-        assert tokens[user].startswith("at_")
-    base = dict(ray_cluster.env, RAY_ADDRESS=ray_cluster.address)
-    service = ServiceProcess.start(url, base, artifacts_dir / "service-auth.log", auth="required")
-    try:
-        yield service, tokens
-    finally:
-        service.stop()
 
 
 def _as(service: ServiceProcess, token: str | None) -> httpx.Client:

@@ -427,7 +427,14 @@ def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch)
     monkeypatch.setattr(optuna, "create_study", real_create)
     monkeypatch.setattr("service.scheduler.core.CREATION_GRACE_S", 0.0)
     with sessions.begin() as session:
-        orphan = Study(**{**_row_of(created[0]), "name": "orphan-row", "optuna_study_id": None})
+        orphan = Study(
+            **{
+                **_row_of(created[0]),
+                "name": "orphan-row",
+                "name_key": "orphan-row",
+                "optuna_study_id": None,
+            }
+        )
         session.add(orphan)
     with sessions() as session:
         orphan_id = repository.active_studies(session)[0].id

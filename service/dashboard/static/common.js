@@ -1,14 +1,21 @@
-// Shared by the dashboard pages: the API token, fetching JSON, building DOM safely.
+// Shared by the dashboard pages: fetching JSON, signing out, building DOM safely.
 // Data from the API is only ever put into the page with textContent, never as HTML.
+// With auth on, the browser holds the API token in an HttpOnly session cookie that no
+// script can read; requests that change something echo the CSRF cookie in a header.
 "use strict";
 
 const AT = (() => {
-  const TOKEN_KEY = "adamp-tune.token";
-  const body = document.body;
-  const authRequired = body.dataset.authRequired === "true";
+  function cookie(name) {
+    const hit = document.cookie.split("; ").find((c) => c.startsWith(`${name}=`));
+    return hit ? decodeURIComponent(hit.slice(name.length + 1)) : "";
+  }
 
-  function token() {
-    return window.localStorage.getItem(TOKEN_KEY) || "";
+  // Headers for a request that changes something (the gate wants the CSRF value).
+  function writeHeaders() {
+    const headers = { Accept: "application/json" };
+    const csrf = cookie("adamp_tune_csrf");
+    if (csrf) headers["X-CSRF-Token"] = csrf;
+    return headers;
   }
 
   function show(id, text) {
@@ -32,25 +39,17 @@ const AT = (() => {
       else if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
     }
     const headers = { Accept: "application/json" };
-    const t = token();
-    if (t) headers.Authorization = `Bearer ${t}`;
     let answer;
     try {
-      answer = await fetch(url, { headers, cache: "no-store" });
+      answer = await fetch(url, { headers, cache: "no-store", credentials: "same-origin" });
     } catch (err) {
       show("error-message", "The service does not answer; retrying…");
       throw new ApiError(0, String(err));
     }
     if (answer.status === 401) {
-      let message = "This service needs an API token.";
-      try {
-        message = (await answer.json()).message || message;
-      } catch (_) { /* keep the default */ }
-      show(
-        "auth-message",
-        `${message} Enter your token (from \`adamp-tune token create YOUR_NAME\`) above and press Save.`,
-      );
-      throw new ApiError(401, message);
+      // The session ended (token revoked or expired): the page itself now signs in.
+      window.location.reload();
+      throw new ApiError(401, "signed out");
     }
     show("auth-message", "");
     if (!answer.ok) {
@@ -125,28 +124,19 @@ const AT = (() => {
     };
   }
 
-  function setupTokenBox(onChange) {
-    const form = document.getElementById("token-form");
-    const input = document.getElementById("token-input");
-    const clear = document.getElementById("token-clear");
-    if (!form || !input) return;
-    input.value = token();
-    form.addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      const value = input.value.trim();
-      if (value) window.localStorage.setItem(TOKEN_KEY, value);
-      else window.localStorage.removeItem(TOKEN_KEY);
-      onChange();
+  function setupSession() {
+    const button = document.getElementById("sign-out");
+    if (!button) return;
+    button.addEventListener("click", async () => {
+      await fetch("/auth/session", {
+        method: "DELETE",
+        headers: writeHeaders(),
+        credentials: "same-origin",
+      });
+      window.location.reload();
     });
-    clear.addEventListener("click", () => {
-      input.value = "";
-      window.localStorage.removeItem(TOKEN_KEY);
-      onChange();
-    });
-    if (authRequired && !token()) {
-      show("auth-message", "This service needs an API token: enter it above and press Save.");
-    }
   }
 
-  return { getJSON, el, fmtNumber, fmtDuration, age, poll, show, setupTokenBox, ApiError };
+  setupSession();
+  return { getJSON, writeHeaders, el, fmtNumber, fmtDuration, age, poll, show, ApiError };
 })();

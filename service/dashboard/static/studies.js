@@ -108,8 +108,4 @@
     ev.preventDefault();
     filtersChanged();
   });
-  AT.setupTokenBox(() => {
-    studies.now();
-    cluster.now();
-  });
 })();

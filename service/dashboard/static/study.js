@@ -264,8 +264,4 @@
   }
 
   const loop = AT.poll(refresh, 2000);
-  AT.setupTokenBox(() => {
-    trialsSignature = plotsSignature = bestSignature = null;
-    loop.now();
-  });
 })();
