@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright import sync_api as playwright_sync
 
+from tests.support.browser import Page
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import submit, synthetic, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 XSS_NAME = "<script>alert(1)</script>"
 SPACE = {
     "lr": {"low": 1e-4, "high": 1e-1, "log": True},
     "delta": {"low": 0.01, "high": 1.0, "log": True},
     "wd_ratio": {"low": 0.0, "high": 1.0},
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            "no Chromium for the browser tests: install Debian's `chromium` package "
-            "(scripts/ensure-test-services does it when run as root)"
-        )
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -58,29 +41,6 @@ def studies(api: httpx.Client) -> dict[str, dict[str, Any]]:
         "finished": wait_for(api, finished["id"], timeout_s=120),
         "xss": wait_for(api, xss["id"], timeout_s=120),
     }
-
-
-class Page:
-    """A browser tab that records console errors, uncaught exceptions and dialogs."""
-
-    def __init__(self, browser: Any, base_url: str) -> None:
-        self.context = browser.new_context(
-            base_url=base_url, viewport={"width": 1400, "height": 900}
-        )
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on(
-            "console",
-            lambda m: self.errors.append(f"{m.text} {m.location}") if m.type == "error" else None,
-        )
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-        def on_dialog(dialog: Any) -> None:
-            self.dialogs.append(dialog.message)
-            dialog.dismiss()
-
-        self.page.on("dialog", on_dialog)
 
 
 @pytest.fixture
@@ -110,7 +70,7 @@ def test_list_page_shows_finished_study(
     assert "8 complete" in cells[6]
     assert cells[7], "best value shown"
     page.wait_for_function(
-        "document.getElementById('cluster-summary').textContent.includes('GPUs in use')"
+        "() => document.getElementById('cluster-summary').textContent.includes('GPUs in use')"
     )
     assert "GPUs in use" in page.locator("#cluster-summary").inner_text()
     page.screenshot(path=str(artifacts_dir / "dashboard-studies.png"), full_page=True)
@@ -123,7 +83,7 @@ def test_status_filter(tab: Page, studies: dict[str, dict[str, Any]]) -> None:
     _row(page, studies["finished"]["id"]).wait_for(timeout=10_000)
     page.select_option("#filter-status", "cancelled")
     finished_row = f'#studies tbody tr[data-study-id="{studies["finished"]["id"]}"]'
-    page.wait_for_function(f"!document.querySelector('{finished_row}')")
+    page.wait_for_function(f"() => !document.querySelector('{finished_row}')")
     statuses = page.locator("#studies tbody tr").evaluate_all("rs => rs.map(r => r.dataset.status)")
     assert set(statuses) <= {"cancelled"}
     assert "status=cancelled" in page.url
@@ -145,7 +105,8 @@ def test_study_page_plots_every_complete_trial(
     page.goto(f"/studies/{study['id']}")
     page.locator("#trials tbody tr").nth(n - 1).wait_for(timeout=10_000)
     page.wait_for_function(
-        "['history', 'slice', 'parallel', 'importance', 'contour-lr-wd_ratio', 'contour-lr-delta']"
+        "() => ['history', 'slice', 'parallel', 'importance', 'contour-lr-wd_ratio', "
+        "'contour-lr-delta']"
         ".every(k => { const d = document.getElementById('plot-' + k); return d && d.data; })",
         timeout=30_000,
     )
@@ -179,15 +140,15 @@ def test_running_study_progress_advances_without_reload(
     )
     page = tab.page
     page.goto(f"/studies/{study['id']}")
-    page.wait_for_function("document.getElementById('study-status').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('study-status').textContent !== ''")
     page.evaluate("window.__loaded = true")  # gone if the page reloads
     first = int(page.locator("#count-complete").inner_text())
     assert first < 4, "the page opened before the study ended"
     page.wait_for_function(
-        "document.getElementById('count-complete').textContent === '4'", timeout=60_000
+        "() => document.getElementById('count-complete').textContent === '4'", timeout=60_000
     )
     page.wait_for_function(
-        "document.getElementById('study-status').textContent === 'completed'", timeout=15_000
+        "() => document.getElementById('study-status').textContent === 'completed'", timeout=15_000
     )
     assert page.evaluate("window.__loaded") is True
     assert page.locator("#trials tbody tr").count() == 4
@@ -203,11 +164,13 @@ def test_hostile_study_name_renders_as_text(tab: Page, studies: dict[str, dict[s
     assert row.locator("td.name a").inner_text() == XSS_NAME
     assert page.locator("#studies script").count() == 0
     page.goto(f"/studies/{study['id']}")
-    page.wait_for_function(f"document.getElementById('study-name').textContent === {XSS_NAME!r}")
+    page.wait_for_function(
+        f"() => document.getElementById('study-name').textContent === {XSS_NAME!r}"
+    )
     assert page.title().startswith(XSS_NAME)
     assert page.locator("main script").count() == 0
     # One complete trial: notes instead of the plots that need two.
-    page.wait_for_function("document.getElementById('plots').dataset.nComplete === '1'")
+    page.wait_for_function("() => document.getElementById('plots').dataset.nComplete === '1'")
     note = page.locator("#plot-box-importance .note").inner_text()
     assert "at least 2 complete trials" in note
     page.wait_for_timeout(500)
