@@ -186,6 +186,12 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(16), default=UserRole.USER.value)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    max_active_studies: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """This user's own limit on queued + running studies (``None``: the service's)."""
+    max_running_trials: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """This user's own limit on trials in flight at once (``None``: the service's)."""
+    max_priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The highest priority this user may give a study (``None``: the service's cap)."""
 
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
-from service import dashboard, docs, runtime
+from service import dashboard, docs, quotas, runtime
 from service.api import cluster, errors, health, session, studies, trials, workloads
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
@@ -47,6 +47,7 @@ def build_state(settings: Settings) -> AppState:
             lease_s=settings.scheduler_lease_s,
             max_trial_attempts=settings.max_trial_attempts,
             max_gpus_per_user=settings.max_gpus_per_user,
+            trial_limits=lambda: quotas.running_trial_limits(sessions, settings),
         )
         if settings.scheduler
         else None

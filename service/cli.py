@@ -315,6 +315,75 @@ def token_revoke(
     console.print(f"token {token.id} of {token.user_name} revoked")
 
 
+user_app = typer.Typer(
+    help="Per-user limits (works on the database directly; the service need not run).",
+    no_args_is_help=True,
+)
+app.add_typer(user_app, name="user")
+
+LimitOption = Annotated[
+    str | None, typer.Option(help="a number, or `default` for the service's setting")
+]
+
+
+def _limit(option: str, text: str | None, low: int, high: int) -> dict[str, int | None]:
+    """``{}`` to leave a limit, ``{column: None}`` for the default, else the number."""
+    if text is None:
+        return {}
+    if text.strip().lower() == "default":
+        return {option: None}
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        err_console.print(f"[red]error[/red] {text!r}: give a whole number in [{low}, {high}]")
+        raise typer.Exit(code=2)
+    return {option: value}
+
+
+@user_app.command("limits")
+def user_limits(
+    user: Annotated[str, typer.Argument(help="a user who has a token")],
+    studies: LimitOption = None,
+    trials: LimitOption = None,
+    max_priority: LimitOption = None,
+) -> None:
+    """Show USER's limits, or set their own: --studies (queued + running at once),
+    --trials (trials in flight at once), --max-priority (highest priority they may set)."""
+    from service.errors import ServiceError  # noqa: PLC0415
+    from service.quotas import limits_of, set_limits  # noqa: PLC0415
+    from service.settings import Settings  # noqa: PLC0415
+
+    changes = {
+        **_limit("max_active_studies", studies, 1, 1_000_000),
+        **_limit("max_running_trials", trials, 1, 1_000_000),
+        **_limit("max_priority", max_priority, -100, 100),
+    }
+    sessions = _database()
+    try:
+        if changes:
+            set_limits(sessions, user, changes)
+        with sessions() as session:
+            from db.models import User  # noqa: PLC0415
+
+            if session.get(User, user) is None:
+                raise ServiceError(f"no user {user!r}; create one with `adamp-tune token create`")
+            limits = limits_of(session, Settings(), user)
+    except ServiceError as err:
+        err_console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(code=1) from err
+
+    def shown(value: int | None) -> str:
+        return "no limit" if value is None else str(value)
+
+    console.print(
+        f"{user}: studies queued or running {shown(limits.active_studies)}, "
+        f"trials in flight {shown(limits.running_trials)}, "
+        f"highest priority {shown(limits.max_priority)}"
+    )
+
+
 def main() -> None:
     """Entry point of the ``adamp-tune`` script."""
     app()

@@ -19,6 +19,10 @@ class Forbidden(ServiceError):
     """Someone else's study (403)."""
 
 
+class TooMany(ServiceError):
+    """A per-user limit reached, e.g. studies queued at once (429)."""
+
+
 class Unauthenticated(ServiceError):
     """No valid token where authentication is required (401)."""
 

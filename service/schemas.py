@@ -27,6 +27,10 @@ TrialStateName = Literal["complete", "running", "waiting", "pruned", "fail"]
 
 MAX_TRIALS = 100_000
 MAX_CHOICES = 1_000
+MAX_GRID_POINTS_PER_KNOB = MAX_CHOICES
+_COUNT_CAP = 10**15
+"""A grid knob (``choices`` or ``low``/``high``/``step``) visits at most this many points:
+Optuna's grid sampler writes each knob's whole list into every trial's row."""
 SEED_MAX = 2**31 - 1
 ID_MAX = 2**31 - 1
 """The largest id or trial number (a 32-bit column on PostgreSQL); larger ones are a 422."""
@@ -91,14 +95,32 @@ class Dimension(BaseModel):
         return self
 
     @property
-    def grid_values(self) -> list[Any] | None:
-        """The points a grid search visits, or ``None`` for a continuous range."""
+    def grid_count(self) -> int | None:
+        """How many points a grid search visits on this knob (``None``: a continuous range),
+        computed without listing them."""
         if self.choices is not None:
-            return list(self.choices)
+            return len(self.choices)
         if self.step is None or self.low is None or self.high is None:
             return None
-        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        return [self.low + i * self.step for i in range(n)]
+        intervals = (self.high - self.low) / self.step
+        if not math.isfinite(intervals) or intervals >= _COUNT_CAP:
+            return _COUNT_CAP  # "more than can be counted": refused by every limit
+        return math.floor(intervals + 1e-9) + 1
+
+    @property
+    def grid_values(self) -> list[Any] | None:
+        """The points a grid search visits, or ``None`` for a continuous range.
+
+        Only listed for a knob that passed ``StudyCreate``'s check (at most
+        ``MAX_GRID_POINTS_PER_KNOB`` points), so a tiny ``step`` can never make a huge list.
+        """
+        count = self.grid_count
+        if count is None or self.choices is not None:
+            return list(self.choices) if self.choices is not None else None
+        low, step = self.low or 0.0, self.step or 1.0
+        if count > MAX_GRID_POINTS_PER_KNOB:
+            raise ValueError(f"{count} grid points on one knob; at most {MAX_GRID_POINTS_PER_KNOB}")
+        return [low + i * step for i in range(count)]
 
 
 class Resources(BaseModel):
@@ -238,10 +260,19 @@ class StudyCreate(BaseModel):
                     spec.check(value)
                 except ValueError as err:
                     raise _field_error(sub_loc, f"{key}: {err}", value) from None
-            if self.sampler == "grid" and dim.grid_values is None:
-                raise _field_error(
-                    loc, "the grid sampler needs `choices` or a `step` for every knob", key
-                )
+            if self.sampler == "grid":
+                count = dim.grid_count
+                if count is None:
+                    raise _field_error(
+                        loc, "the grid sampler needs `choices` or a `step` for every knob", key
+                    )
+                if count > MAX_GRID_POINTS_PER_KNOB:
+                    raise _field_error(
+                        (*loc, "step"),
+                        f"{count:,} grid points on {key!r}; a grid knob has at most "
+                        f"{MAX_GRID_POINTS_PER_KNOB}: use a larger `step`",
+                        dim.step,
+                    )
         if not self.search_space:
             raise _field_error(
                 ("search_space",),
@@ -282,13 +313,10 @@ class StudyCreate(BaseModel):
 
     @property
     def grid_size(self) -> int | None:
-        """Number of grid points, when the sampler is ``grid``."""
+        """Number of grid points, when the sampler is ``grid`` (computed, never listed)."""
         if self.sampler != "grid":
             return None
-        size = 1
-        for dim in self.search_space.values():
-            size *= len(dim.grid_values or [])
-        return size
+        return math.prod(dim.grid_count or 0 for dim in self.search_space.values())
 
 
 def _not_nullable(schema: dict[str, Any]) -> None:

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     service binds to loopback only (the embedded default)."""
     max_gpus_per_user: float | None = Field(default=None, gt=0)
     """GPUs one user's running trials may hold at once; unset means no limit."""
+    max_active_studies_per_user: int | None = Field(default=50, ge=1)
+    """Queued + running studies one user may have; more: 429. Admins are exempt, and an
+    admin may set a user's own limit (``adamp-tune user limits``). Unset: no limit."""
+    max_running_trials_per_user: int | None = Field(default=None, ge=1)
+    """Trials of one user's studies in flight at once; unset means no limit."""
+    max_user_priority: int = Field(default=0, ge=-100, le=100)
+    """The highest ``priority`` a user (not an admin) may give a study; higher: 403."""
     scheduler: bool = True
     """Run the scheduler in this process (exactly one process holds the lease at a time)."""
     scheduler_lease_s: float = Field(default=10.0, gt=1.0)
@@ -65,6 +72,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=20.0, ge=0.0)
     """On SIGTERM, how long running trials get to stop before the process exits."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_grid_points: int = Field(default=100_000, ge=1, le=10_000_000)
+    """Largest grid a study may search (the product of its knobs' points); larger: 422."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     """Largest request body accepted; larger ones are refused with 413 while being read."""
     session_cookie_max_age_s: int = Field(default=12 * 3600, ge=60)

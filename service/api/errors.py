@@ -18,6 +18,7 @@ from service.errors import (
     InvalidRequest,
     NotFound,
     ServiceError,
+    TooMany,
     Unauthenticated,
 )
 from service.schemas import ErrorOut
@@ -26,10 +27,12 @@ log = logging.getLogger(__name__)
 
 _MEANING = {
     401: "no valid token (missing, unknown, revoked or expired) where auth is on",
-    403: "someone else's study, or a write from another site or without the CSRF header",
+    403: "someone else's study, a priority above the caller's cap, or a write from another "
+    "site or without the CSRF header",
     404: "no such study or trial",
     409: "a study of that name exists (ignoring case and Unicode form), or it has ended",
     413: "the request body is over the limit (ADAMP_TUNE_MAX_BODY_BYTES)",
+    429: "a per-user limit is reached (studies queued or running at once)",
     503: "the database is unavailable",
 }
 
@@ -45,6 +48,7 @@ _STATUS: dict[type[ServiceError], int] = {
     Forbidden: 403,
     Unauthenticated: 401,
     InvalidRequest: 422,
+    TooMany: 429,
 }
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import optuna
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from service import repository, runtime
+from service import quotas, repository, runtime
 from service.api.deps import (
     Offset,
     SessionDep,
@@ -64,14 +64,35 @@ def _check_fits_cluster(request: StudyCreate) -> None:
     )
 
 
+def _check_grid(request: StudyCreate, limit: int) -> None:
+    """Refuse a grid larger than the service's limit, naming its largest knob."""
+    size = request.grid_size
+    if size is None or size <= limit:
+        return
+    counts = {k: d.grid_count or 0 for k, d in request.search_space.items()}
+    largest = max(counts, key=lambda k: counts[k])
+    shape = " x ".join(f"{k} {n:,}" for k, n in counts.items())
+    raise InvalidRequest(
+        ("body", "search_space", largest),
+        f"the grid has {size:,} points ({shape}); at most {limit:,} "
+        "(ADAMP_TUNE_MAX_GRID_POINTS): fewer choices or a larger step",
+    )
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=StudyOut,
-    responses=responses(403, 409, 413),
+    responses=responses(403, 409, 413, 429),
 )
 def submit_study(request: StudyCreate, state: StateDep, user: UserDep) -> StudyOut:
-    """Queue a new study; the scheduler starts its trials as the cluster has room."""
+    """Queue a new study; the scheduler starts its trials as the cluster has room.
+
+    Refused with 429 when the caller already has their most studies queued or running,
+    403 for a priority above their cap (admins are not limited)."""
+    _check_grid(request, state.settings.max_grid_points)
+    with state.sessions() as session:
+        quotas.check_submission(session, state.settings, user, request.priority)
     _check_fits_cluster(request)
     study = repository.create_study(state.sessions, state.storage, request, owner=user.name)
     with state.sessions() as session:
@@ -120,8 +141,12 @@ def _check_owner(state: AppState, study_id: int, user: Principal, action: str) -
 def change_study(
     study_id: StudyId, change: StudyUpdate, state: StateDep, user: UserDep
 ) -> StudyOut:
-    """Change a queued or running study's ``priority`` or ``max_concurrent``."""
+    """Change a queued or running study's ``priority`` (up to the caller's cap; admins may
+    set any) or ``max_concurrent``."""
     _check_owner(state, study_id, user, "change")
+    with state.sessions() as session:
+        limits = quotas.limits_of(session, state.settings, user.name)
+    quotas.check_priority(limits, user, change.priority)
     repository.update_study(
         state.sessions, study_id, change.model_dump(exclude_none=True), by=user.name
     )

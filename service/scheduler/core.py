@@ -13,7 +13,7 @@ writer. Each iteration:
    the trial for good;
 4. starts trials while studies have room (``max_concurrent``, ``n_trials``) and the
    cluster has free CPUs and GPUs: higher priority first, then users in turn, within each
-   user's ``max_gpus_per_user``;
+   user's ``max_gpus_per_user`` and limit of trials in flight;
 5. ends studies: ``n_trials`` finished (complete, pruned, or failed for good), the grid
    exhausted, ``timeout_s`` passed, or every trial failing.
 
@@ -30,6 +30,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -148,6 +149,7 @@ class Scheduler:
         lease_s: float = 10.0,
         max_trial_attempts: int = 3,
         max_gpus_per_user: float | None = None,
+        trial_limits: Callable[[], Mapping[str, int | None]] | None = None,
         holder: str | None = None,
     ) -> None:
         self._sessions = sessions
@@ -156,6 +158,9 @@ class Scheduler:
         self._executor = executor
         self._max_attempts = max_trial_attempts
         self._max_gpus_per_user = max_gpus_per_user
+        self._read_trial_limits = trial_limits
+        self._trial_limits: Mapping[str, int | None] = {}
+        """Trials in flight per user (``""``: anyone not listed), re-read at each sync."""
         self._served: dict[str, int] = {}  # user -> when they were last given a slot
         self._serves = 0
         self.lease = Lease(sessions, holder or f"scheduler-{uuid.uuid4().hex[:12]}", lease_s)
@@ -264,6 +269,8 @@ class Scheduler:
     # ----------------------------------------------------------------- studies
 
     def _sync_studies(self) -> None:
+        if self._read_trial_limits is not None:
+            self._trial_limits = self._read_trial_limits()
         with self._sessions() as session:
             records = repository.active_studies(session)
         current = {r.id: r for r in records}
@@ -389,9 +396,11 @@ class Scheduler:
             return
         free_cpus, free_gpus = self._capacity()
         gpus_by_user: dict[str, float] = {}
+        trials_by_user: dict[str, int] = {}
         for rt in self._running.values():
             owner = self._studies[rt.study_id].owner if rt.study_id in self._studies else ""
             gpus_by_user[owner] = gpus_by_user.get(owner, 0.0) + rt.gpus
+            trials_by_user[owner] = trials_by_user.get(owner, 0) + 1
         tiers: dict[int, dict[str, list[ActiveStudy]]] = {}
         for active in sorted(
             self._studies.values(),
@@ -412,14 +421,23 @@ class Scheduler:
                             continue
                         if not self._within_user_limit(gpus_by_user.get(owner, 0.0), res.gpus):
                             continue
+                        if not self._may_run_another(owner, trials_by_user.get(owner, 0)):
+                            continue
                         if self._start_trial(active):
                             free_cpus -= res.cpus
                             free_gpus -= res.gpus
                             gpus_by_user[owner] = gpus_by_user.get(owner, 0.0) + res.gpus
+                            trials_by_user[owner] = trials_by_user.get(owner, 0) + 1
                             self._serves += 1
                             self._served[owner] = self._serves
                             progress = True
                             break
+
+    def _may_run_another(self, owner: str, running: int) -> bool:
+        """Whether ``owner``'s trials in flight stay within their limit with one more."""
+        limits = self._trial_limits
+        limit = limits[owner] if owner in limits else limits.get("")
+        return limit is None or running < limit
 
     def _within_user_limit(self, held: float, wanted: float) -> bool:
         limit = self._max_gpus_per_user

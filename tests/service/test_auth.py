@@ -71,10 +71,10 @@ def test_owners_and_permissions(secured, unique_name: str) -> None:
         assert bob.patch(f"/api/v1/studies/{study['id']}", json={"priority": 5}).status_code == 403
 
         changed = alice.patch(
-            f"/api/v1/studies/{study['id']}", json={"priority": 5, "max_concurrent": 1}
+            f"/api/v1/studies/{study['id']}", json={"priority": -5, "max_concurrent": 1}
         )
         assert changed.status_code == 200
-        assert changed.json()["priority"] == 5
+        assert changed.json()["priority"] == -5
         assert changed.json()["max_concurrent"] == 1
 
         listed = alice.get("/api/v1/studies", params={"owner": "bob"}).json()

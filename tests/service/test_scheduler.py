@@ -397,6 +397,29 @@ def test_a_user_holds_at_most_their_gpu_share(parts) -> None:
     assert _overlap(both) == 2, "the two users used both GPUs side by side"
 
 
+def test_a_user_runs_at_most_their_trials_in_flight(parts) -> None:
+    """``max_running_trials_per_user`` (and a user's own limit): ann's two studies never
+    run more than two trials at once between them, with room for eight; ben, with no limit
+    of his own but the default of three, never more than three; the admin root none."""
+    sessions, storage = parts
+    slow = {"steps": 4, "sleep_s": 0.03}
+    for name, owner in [("ann-a", "ann"), ("ann-b", "ann"), ("ben-a", "ben"), ("root-a", "root")]:
+        _submit(sessions, storage, name, owner=owner, n_trials=6, max_concurrent=6, fixed=slow)
+    limits = {"ann": 2, "root": None, "": 3}
+    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=16), trial_limits=lambda: limits)
+    scheduler.start()
+    try:
+        with sessions() as session:
+            ids = [s.id for s in repository.active_studies(session)]
+        for study_id in ids:
+            _wait_status(sessions, study_id, ("completed",))
+    finally:
+        scheduler.stop()
+    assert _overlap(_trials(storage, "ann-a") + _trials(storage, "ann-b")) == 2
+    assert _overlap(_trials(storage, "ben-a")) == 3
+    assert _overlap(_trials(storage, "root-a")) > 3, "an admin without a limit of their own"
+
+
 def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch) -> None:
     """The API writes the study's row, then creates its Optuna study: a scheduler syncing in
     between must wait for it, not fail the study ("Record does not exist"), as it once did

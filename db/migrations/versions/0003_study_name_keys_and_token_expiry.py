@@ -1,4 +1,4 @@
-"""study name keys (look-alike names collide) and token expiry
+"""study name keys (look-alike names collide), token expiry, per-user limits
 
 Revision ID: 0003
 Revises: 0002
@@ -57,9 +57,15 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("expires_at", db.models.UTCDateTime(timezone=True), nullable=True)
         )
+    with op.batch_alter_table("adamp_tune_users", schema=None) as batch_op:
+        for column in ("max_active_studies", "max_running_trials", "max_priority"):
+            batch_op.add_column(sa.Column(column, sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("adamp_tune_users", schema=None) as batch_op:
+        for column in ("max_active_studies", "max_running_trials", "max_priority"):
+            batch_op.drop_column(column)
     with op.batch_alter_table("adamp_tune_tokens", schema=None) as batch_op:
         batch_op.drop_column("expires_at")
     with op.batch_alter_table("adamp_tune_studies", schema=None) as batch_op:
