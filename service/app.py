@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import ray
 from fastapi import FastAPI
 
 from db.engine import create_db_engine, session_factory
@@ -78,8 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if state.scheduler is not None:
                 state.scheduler.stop(settings.shutdown_grace_s)
             state.engine.dispose()
-            if started_ray:
-                ray.shutdown()
+            runtime.disconnect_ray(started_here=started_ray)
 
     app = FastAPI(
         title="adamp-tune",

@@ -1,4 +1,5 @@
-"""How often the dashboard recomputes a study's plots: bounded by what they cost.
+"""How often heavy reads of a study (the dashboard's plots, parameter importances) are
+recomputed: bounded by what they cost.
 
 Optuna's plots read every trial: on a study of 10,000 trials one recomputation takes seconds
 (7.6 s for the fast half on the 2-core CI machine, ``benchmarks/results/scale.md``). Keyed on

@@ -145,6 +145,16 @@ def active_studies(session: Session) -> list[Study]:
     )
 
 
+def ended_study_ids(session: Session) -> list[tuple[int, str | None]]:
+    """Optuna study ids and stop reasons of the studies that have ended."""
+    rows = session.execute(
+        select(Study.optuna_study_id, Study.stop_reason).where(
+            Study.status.not_in(ACTIVE_STATUSES), Study.optuna_study_id.is_not(None)
+        )
+    ).all()
+    return [(sid, reason) for sid, reason in rows if sid is not None]
+
+
 def cancel_study(sessions: sessionmaker[Session], study_id: int, by: str) -> Study:
     """Mark a queued or running study cancelled; the scheduler then stops its trials.
 

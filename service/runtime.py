@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psutil
 import ray
 
 from service.settings import Settings
@@ -63,3 +66,26 @@ def ray_nodes() -> list[dict[str, Any]]:
 def available_resources() -> dict[str, float]:
     """Resources free on the cluster right now (Ray's own, slightly lagging, view)."""
     return dict(ray.available_resources()) if ray.is_initialized() else {}
+
+
+def disconnect_ray(started_here: bool, timeout_s: float = 5.0) -> None:
+    """Leave Ray; if this process started it, make sure none of its processes outlive us.
+
+    ``ray.shutdown`` can wait a long time for a GCS that a signal to the whole process
+    group already ended, so it gets ``timeout_s``; then any process of the local Ray still
+    alive is terminated, and killed if it does not go.
+    """
+    children = psutil.Process().children(recursive=True) if started_here else []
+    stopper = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
+    if stopper.is_alive():
+        log.warning("Ray did not shut down within %.0f s; stopping its processes", timeout_s)
+    alive = [p for p in children if p.is_running()]
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, still = psutil.wait_procs(alive, timeout=3)
+    for proc in still:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()

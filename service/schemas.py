@@ -478,8 +478,13 @@ class ImportanceOut(BaseModel):
     study_id: int
     importances: dict[str, float]
     n_complete: int
+    n_used: int = Field(description="complete trials fANOVA was fitted on (the latest ones)")
     evaluator: str
     note: str | None = None
+    stale: bool = Field(
+        default=False, description="computed before the latest trials: recomputed soon"
+    )
+    age_s: float = Field(default=0.0, description="seconds since it was computed")
 
 
 class ClusterNodeOut(BaseModel):
@@ -506,9 +511,10 @@ class ClusterOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool
-    ray: bool
+    ray: bool = Field(description="connected, with at least one live node that has CPUs")
     scheduler: Literal["leader", "standby", "off", "starting"]
     version: str
+    problems: list[str] = Field(default_factory=list, description="what is wrong, if anything")
 
 
 class ErrorOut(BaseModel):

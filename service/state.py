@@ -23,7 +23,8 @@ class AppState:
     sessions: sessionmaker[Session]
     storage: optuna.storages.BaseStorage
     scheduler: Scheduler | None
-    importance_cache: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
+    importance_cache: PlotCache = field(default_factory=PlotCache)
+    """The latest parameter importances of each study, bounded like the plots."""
     plot_cache: PlotCache = field(default_factory=PlotCache)
     """The dashboard's latest plots of each study (see ``service.plot_cache``)."""
     frozen_answers: FrozenAnswers = field(default_factory=FrozenAnswers)

@@ -223,3 +223,17 @@ def get_trial(session: Session, study_id: int, number: int) -> TrialRow | None:
     rows = {model.trial_id: _row(model)}
     _fill(session, rows, with_intermediate=True)
     return rows[model.trial_id]
+
+
+def unfinished_trials_of(session: Session, optuna_study_ids: Sequence[int]) -> list[int]:
+    """Ids of the trials still RUNNING or WAITING in these Optuna studies."""
+    if not optuna_study_ids:
+        return []
+    return list(
+        session.scalars(
+            select(om.TrialModel.trial_id).where(
+                om.TrialModel.study_id.in_(list(optuna_study_ids)),
+                om.TrialModel.state.in_([TrialState.RUNNING, TrialState.WAITING]),
+            )
+        ).all()
+    )

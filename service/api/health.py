@@ -29,14 +29,22 @@ def _version() -> str:
     responses={503: {"model": HealthOut, "description": "the database or Ray is unavailable"}},
 )
 def healthz(state: StateDep, response: Response) -> HealthOut:
-    """``ok`` when the database answers and Ray is connected; ``503`` otherwise."""
+    """``ok`` when the database answers and Ray has a live node that can take trials;
+    ``503`` otherwise, with what is wrong in ``problems``."""
+    problems: list[str] = []
     try:
         with state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         database = True
     except Exception:
         database = False
+        problems.append("database: not answering")
     ray_ok = ray.is_initialized()
+    if not ray_ok:
+        problems.append("ray: not connected")
+    elif state.scheduler is not None and state.scheduler.live_cpus() <= 0:
+        ray_ok = False
+        problems.append("ray: no live node with CPUs can take trials")
     role = state.scheduler.role if state.scheduler is not None else "off"
     ok = database and ray_ok
     if not ok:
@@ -47,6 +55,7 @@ def healthz(state: StateDep, response: Response) -> HealthOut:
         ray=ray_ok,
         scheduler=role,  # type: ignore[arg-type]
         version=_version(),
+        problems=problems,
     )
 
 

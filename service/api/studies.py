@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import optuna
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from service import quotas, repository, runtime
+from db.models import ACTIVE_STATUSES
+from service import quotas, repository, runtime, trial_queries
 from service.api.deps import (
     Offset,
     SessionDep,
@@ -21,6 +21,7 @@ from service.api.views import study_out
 from service.auth import Principal
 from service.errors import Forbidden, InvalidRequest
 from service.frozen import is_frozen, json_response
+from service.importance import importances
 from service.schemas import (
     ImportanceOut,
     Page,
@@ -159,6 +160,8 @@ def cancel_study(study_id: StudyId, state: StateDep, user: UserDep) -> StudyOut:
     """Cancel a queued or running study; its running trials are stopped within seconds."""
     _check_owner(state, study_id, user, "cancel")
     repository.cancel_study(state.sessions, study_id, by=user.name)
+    if state.scheduler is not None:
+        state.scheduler.request_stop(study_id)  # at once, not at the loop's next sync
     with state.sessions() as session:
         return study_out(session, repository.get_study(session, study_id))
 
@@ -175,46 +178,20 @@ def study_events(study_id: StudyId, session: SessionDep) -> list[dict[str, Any]]
 
 @router.get("/{study_id}/importance", response_model=ImportanceOut, responses=responses(404))
 def importance(study_id: StudyId, state: StateDep, session: SessionDep) -> ImportanceOut:
-    """Parameter importances (Optuna's fANOVA) over the complete trials."""
+    """Parameter importances (Optuna's fANOVA) over the latest complete trials (at most
+    1,000). A running study's are recomputed no more often than their cost allows: until
+    then the last answer comes back with ``stale`` and its age."""
     record = repository.get_study(session, study_id)
-    study = optuna.load_study(study_name=record.name, storage=state.storage)
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    evaluator = "fanova"
-    n = len(complete)
     searched = list(record.spec.get("search_space", {}))
-    if n < 2:
-        return ImportanceOut(
-            study_id=study_id,
-            importances={},
-            n_complete=n,
-            evaluator=evaluator,
-            note="importances need at least 2 complete trials",
-        )
-    if len(searched) < 2:
-        return ImportanceOut(
-            study_id=study_id,
-            importances=dict.fromkeys(searched, 1.0),
-            n_complete=n,
-            evaluator=evaluator,
-            note="only one parameter is searched",
-        )
-    key = (study_id, n)
-    if key not in state.importance_cache:
-        try:
-            # Seeded, so the same trials always give the same answer (no jitter on refresh).
-            values = optuna.importance.get_param_importances(
-                study,
-                params=searched,
-                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-            )
-        except (ValueError, RuntimeError) as err:
-            return ImportanceOut(
-                study_id=study_id, importances={}, n_complete=n, evaluator=evaluator, note=str(err)
-            )
-        state.importance_cache[key] = {k: float(v) for k, v in values.items()}
-    return ImportanceOut(
-        study_id=study_id,
-        importances=state.importance_cache[key],
-        n_complete=n,
-        evaluator=evaluator,
+    counts = (
+        trial_queries.state_counts(session, record.optuna_study_id)
+        if record.optuna_study_id is not None
+        else {}
     )
+    answer = state.importance_cache.get(
+        key=("importance", study_id),
+        counts=counts.get("complete", 0),
+        running=record.status in ACTIVE_STATUSES,
+        compute=lambda: importances(state.storage, record.name, searched),
+    )
+    return ImportanceOut(study_id=study_id, **answer)

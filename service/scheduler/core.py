@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 import uuid
@@ -40,7 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Study, StudyStatus, utcnow
-from service import metrics, repository
+from service import metrics, repository, trial_queries
 from service.optuna_glue import build_pruner, build_sampler, distributions_of, split_params
 from service.scheduler.executor import Crashed, Ended, Event, Outcome, Raised, TrialExecutor
 from service.scheduler.lease import Lease
@@ -50,6 +51,10 @@ from workers.runner import Finished, Started, TrialRequest
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE_S = 5.0
+"""A trial asked to stop (cancel, timeout, pruning, shutdown) that has not stopped after
+this long has its worker killed; after twice this long it is recorded as stopped anyway,
+so its CPUs and GPUs count as free whatever its node does."""
 SYNC_INTERVAL_S = 0.5
 POLL_TIMEOUT_S = 0.05
 IDLE_SLEEP_S = 0.2
@@ -84,6 +89,9 @@ class RunningTrial:
     last_sif: float | None = None
     pending: Outcome | None = None
     """An outcome taken from the cluster and not yet recorded (database unreachable)."""
+    stop_asked: float | None = None
+    """When it was asked to stop (monotonic), for the forced stop after ``STOP_GRACE_S``."""
+    forced: bool = False
     told: bool = False
     requeued: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -171,6 +179,7 @@ class Scheduler:
         self._studies: dict[int, ActiveStudy] = {}
         self._running: dict[int, RunningTrial] = {}  # id(handle) -> trial
         self._stop = threading.Event()
+        self._stop_requests: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._node_cache: tuple[float, float, float] = (0.0, 0.0, 0.0)  # at, cpus, gpus
         self.role = "starting"
@@ -192,6 +201,19 @@ class Scheduler:
         self._grace_s = grace_s
         if self._thread is not None:
             self._thread.join(timeout=grace_s + 10)
+
+    def live_cpus(self) -> float:
+        """CPUs of the cluster's live nodes, as the executor last saw them (never blocks on
+        a cluster that is down)."""
+        return sum(n.cpus for n in self._executor.nodes())
+
+    def request_stop(self, study_id: int) -> None:
+        """Stop a cancelled study's trials at the loop's next step (any thread may call it).
+
+        The loop also finds the cancel in the database at its next sync; this only makes
+        it act at once, between two trial starts of a busy iteration too.
+        """
+        self._stop_requests.put(study_id)
 
     def run(self) -> None:
         """The loop; returns after ``stop()``."""
@@ -220,6 +242,8 @@ class Scheduler:
         if now - self._last_sync >= SYNC_INTERVAL_S:
             self._sync_studies()
             self._last_sync = now
+        self._apply_stop_requests()
+        self._enforce_stops()
         self._collect(POLL_TIMEOUT_S)
         for active in self._studies.values():
             self._check_limits(active)
@@ -258,6 +282,22 @@ class Scheduler:
         self._studies.clear()
         self._running.clear()
         self._last_sync = 0.0
+        self._close_trials_of_ended_studies()
+
+    def _close_trials_of_ended_studies(self) -> None:
+        """Trials a previous scheduler left RUNNING or WAITING in a study that has ended
+        since (cancelled while it was down, say) are failed: none stays "running" for good."""
+        with self._sessions() as session:
+            ended = [sid for sid, _ in repository.ended_study_ids(session)]
+            unfinished = trial_queries.unfinished_trials_of(session, ended)
+        for trial_id in unfinished:
+            try:
+                self._storage.set_trial_user_attr(trial_id, ATTR_STOP_REASON, "study ended")
+                self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # finished meanwhile
+        if unfinished:
+            log.info("closed %d trials left unfinished in ended studies", len(unfinished))
 
     def _step_down(self) -> None:
         log.warning("stepping down: stopping %d trials without recording them", len(self._running))
@@ -431,6 +471,7 @@ class Scheduler:
                             self._serves += 1
                             self._served[owner] = self._serves
                             progress = True
+                            self._apply_stop_requests()  # a cancel acts mid-dispatch too
                             break
 
     def _may_run_another(self, owner: str, running: int) -> bool:
@@ -574,6 +615,9 @@ class Scheduler:
                     self._close(rt, active, TrialState.FAIL, attrs, retry_reason=retry)
             case Raised(error=error):
                 self._close(rt, active, TrialState.FAIL, {ATTR_ERROR: error}, raised=error)
+            case Crashed() if rt.stop_reason is not None:
+                # Killed because it was asked to stop: the stop, not a crash, ended it.
+                self._on_outcome(rt, Ended())
             case Crashed(error=error):
                 attrs = {ATTR_ERROR: error, ATTR_STOP_REASON: "worker died"}
                 if active is not None:
@@ -663,7 +707,36 @@ class Scheduler:
     def _stop_trial(self, rt: RunningTrial, reason: str) -> None:
         if rt.stop_reason is None:
             rt.stop_reason = reason
+            rt.stop_asked = time.monotonic()
             self._executor.cancel(rt.handle)
+
+    def _apply_stop_requests(self) -> None:
+        """Drain the studies the API cancelled since the last call (``request_stop``)."""
+        while True:
+            try:
+                study_id = self._stop_requests.get_nowait()
+            except queue.Empty:
+                return
+            active = self._studies.get(study_id)
+            if active is not None:
+                self._drain(active, "cancelled")
+
+    def _enforce_stops(self) -> None:
+        """Kill what did not stop within ``STOP_GRACE_S``; past twice that, record it as
+        stopped without waiting for its worker any longer."""
+        now = time.monotonic()
+        for rt in list(self._running.values()):
+            if rt.stop_asked is None or rt.pending is not None:
+                continue
+            waited = now - rt.stop_asked
+            if waited > 2 * STOP_GRACE_S:
+                log.warning("trial %d did not stop; recorded as stopped", rt.trial.number)
+                rt.pending = Ended()
+                self._process(rt)
+            elif waited > STOP_GRACE_S and not rt.forced:
+                log.warning("trial %d did not stop when asked; killing it", rt.trial.number)
+                rt.forced = True
+                self._executor.cancel(rt.handle, force=True)
 
     def _drain(self, active: ActiveStudy, reason: str) -> None:
         """Start no more trials of ``active`` and stop the running ones."""
@@ -760,7 +833,12 @@ class Scheduler:
             self._drain(active, "shutdown")
         deadline = time.monotonic() + grace_s
         while self._running and time.monotonic() < deadline:
-            self._collect(0.1)
+            try:
+                self._collect(0.1)
+            except Exception:  # the cluster went down with us (a signal to the whole group)
+                log.warning("the cluster did not answer while stopping", exc_info=True)
+                break
+            self._enforce_stops()  # what does not stop is recorded within 2 * STOP_GRACE_S
         for rt in list(self._running.values()):  # past the grace period: record them anyway
             rt.pending = Ended()
             self._process(rt)

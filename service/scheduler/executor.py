@@ -14,6 +14,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -70,8 +71,9 @@ class TrialExecutor(Protocol):
     def poll(self, handles: list[Any], timeout: float) -> list[tuple[Any, Outcome]]:
         """The next outcome of each handle that has one, waiting up to ``timeout`` seconds."""
 
-    def cancel(self, handle: Any) -> None:
-        """Ask a trial to stop; its stream then ends (``Ended``)."""
+    def cancel(self, handle: Any, *, force: bool = False) -> None:
+        """Ask a trial to stop; its stream then ends (``Ended``). ``force`` kills its
+        worker instead, for a trial that did not stop when asked."""
 
     def nodes(self) -> list[NodeCapacity]:
         """The live nodes and their total resources."""
@@ -83,12 +85,36 @@ def _describe(err: BaseException) -> str:
 
 
 class RayExecutor:
-    """Trials as Ray streaming tasks (``workers.remote``), placed by Ray's resources."""
+    """Trials as Ray streaming tasks (``workers.remote``), placed by Ray's resources.
+
+    The nodes are read by a thread of their own every ``NODES_EVERY_S``: asking Ray's GCS
+    can block for many seconds when it is down, and the scheduler's loop must not.
+    """
+
+    NODES_EVERY_S = 2.0
 
     def __init__(self) -> None:
         import ray  # noqa: PLC0415 - Ray is only needed where this executor is used
 
         self._ray = ray
+        self._nodes: list[NodeCapacity] = []
+        self._nodes_read = threading.Event()
+        threading.Thread(target=self._watch_nodes, name="ray-nodes", daemon=True).start()
+
+    def _watch_nodes(self) -> None:
+        while True:
+            try:
+                self._nodes = [
+                    NodeCapacity(
+                        n["NodeID"], n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0)
+                    )
+                    for n in self._ray.nodes()
+                    if n.get("Alive")
+                ]
+            except Exception:  # not connected yet, or the GCS is down: keep the last view
+                log.debug("could not read Ray's nodes", exc_info=True)
+            self._nodes_read.set()
+            time.sleep(self.NODES_EVERY_S)
 
     def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
         from workers.remote import submit_trial  # noqa: PLC0415
@@ -122,20 +148,15 @@ class RayExecutor:
         except ray.exceptions.RayError as err:  # worker crashed, node died, object lost
             return Crashed(_describe(err))
 
-    def cancel(self, handle: Any) -> None:
+    def cancel(self, handle: Any, *, force: bool = False) -> None:
         try:
-            self._ray.cancel(handle)
+            self._ray.cancel(handle, force=force)
         except Exception:  # already finished: nothing to stop
             log.debug("cancel of a finished trial ignored", exc_info=True)
 
     def nodes(self) -> list[NodeCapacity]:
-        return [
-            NodeCapacity(
-                n["NodeID"], n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0)
-            )
-            for n in self._ray.nodes()
-            if n.get("Alive")
-        ]
+        self._nodes_read.wait(timeout=10)  # the first view, once, at start-up
+        return list(self._nodes)
 
 
 @dataclass
@@ -186,8 +207,8 @@ class ThreadExecutor:
             waited = True
         return results
 
-    def cancel(self, handle: Any) -> None:
-        handle.stop.set()
+    def cancel(self, handle: Any, *, force: bool = False) -> None:
+        handle.stop.set()  # a thread cannot be killed: it stops at its next event
 
     def nodes(self) -> list[NodeCapacity]:
         return [NodeCapacity("local", self._cpus, self._gpus)]

@@ -7,6 +7,8 @@ with nothing left running, and a restart finds everything where it was.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -54,5 +56,53 @@ def test_serve_with_no_configuration(tmp_path: Path, artifacts_dir: Path) -> Non
             again = api.get(f"/api/v1/studies/{study['id']}").json()
             assert again["status"] == "completed"
             assert len(all_trials(api, study["id"])) == 3
+    finally:
+        service.stop()
+
+
+def test_sigterm_to_the_whole_process_group_stops_cleanly(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    """What systemd (``KillMode=control-group``) and ``kill -- -PGID`` do: SIGTERM reaches
+    the service and its local Ray's processes at once. The service still stops within its
+    grace, records its running trials for re-run, leaves no Ray process behind, and a
+    restart finishes the study with exactly ``n_trials``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ADAMP_TUNE_"))}
+    env["ADAMP_TUNE_DATA_DIR"] = str(tmp_path / "data")
+    env["ADAMP_TUNE_RAY_NUM_CPUS"] = "2"
+    log = artifacts_dir / "service-process-group.log"
+    log.write_bytes(b"")
+    service = ServiceProcess("", env, log)
+    service.launch()
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as api:
+            body = synthetic(
+                "group", n_trials=4, max_concurrent=2, fixed={"steps": 40, "sleep_s": 0.2}
+            )
+            study = submit(api, **body)
+            wait_for(api, study["id"], lambda s: s["counts"]["running"] == 2, 90, "2 running")
+        assert service.proc is not None
+        pid = service.proc.pid
+        group = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        started = time.monotonic()
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+        service.proc.wait(timeout=40)
+        assert time.monotonic() - started < 25, "within the shutdown grace (20 s) and a margin"
+        _, alive = psutil.wait_procs(group, timeout=10)
+        assert not alive, f"left behind: {[p.name() for p in alive]}"
+        assert "Traceback" not in service.log_path.read_text()
+
+        service.launch()
+        with httpx.Client(base_url=service.url, timeout=30) as api:
+            done = wait_for(api, study["id"], timeout_s=120)
+            trials = all_trials(api, study["id"])
+        assert done["status"] == "completed"
+        assert done["counts"]["complete"] == 4
+        stopped = [t for t in trials if t["stop_reason"] == "shutdown"]
+        assert len(stopped) == 2, "the two running trials were recorded, not lost"
+        assert all(t["state"] == "fail" for t in stopped)
+        reruns = {t["retry_of"] for t in trials if t["retry_of"] is not None}
+        assert reruns == {t["number"] for t in stopped}
+        assert not [t for t in trials if t["state"] in ("running", "waiting")]
     finally:
         service.stop()

@@ -420,6 +420,64 @@ def test_a_user_runs_at_most_their_trials_in_flight(parts) -> None:
     assert _overlap(_trials(storage, "root-a")) > 3, "an admin without a limit of their own"
 
 
+def test_a_trial_that_ignores_its_stop_is_recorded_stopped_after_the_grace(
+    parts, monkeypatch
+) -> None:
+    """A workload that never reports (here: one 60 s step) cannot be stopped politely; the
+    scheduler kills it after ``STOP_GRACE_S`` and, past twice that, counts it stopped, so
+    a cancel frees its slot within seconds whatever the workload does."""
+    sessions, storage = parts
+    monkeypatch.setattr("service.scheduler.core.STOP_GRACE_S", 0.5)
+    forced: list[bool] = []
+
+    class Recording(ThreadExecutor):
+        def cancel(self, handle: Any, *, force: bool = False) -> None:
+            forced.append(force)
+            super().cancel(handle, force=force)
+
+    study = _submit(
+        sessions, storage, "stuck", n_trials=2, max_concurrent=2, fixed={"steps": 2, "sleep_s": 60}
+    )
+    scheduler = Scheduler(sessions, storage, Recording(cpus=2))
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(_trials(storage, "stuck")) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        repository.cancel_study(sessions, study.id, by="tester")
+        scheduler.request_stop(study.id)
+        asked = time.monotonic()
+        while any(t.state == TrialState.RUNNING for t in _trials(storage, "stuck")):
+            assert time.monotonic() - asked < 5, "stopped within about twice the grace"
+            time.sleep(0.05)
+    finally:
+        scheduler.stop(grace_s=1)
+    assert forced.count(False) == 2
+    assert forced.count(True) == 2, "each was killed after the grace"
+    trials = _trials(storage, "stuck")
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert {t.user_attrs["stop_reason"] for t in trials} == {"cancelled"}
+
+
+def test_trials_of_a_study_that_ended_while_no_scheduler_ran_are_closed(parts) -> None:
+    """A study cancelled while its trials ran, and no scheduler saw it (the service was
+    down): the next scheduler fails those trials instead of leaving them running."""
+    sessions, storage = parts
+    study = _submit(sessions, storage, "ended-while-down", n_trials=3)
+    loaded = optuna.load_study(study_name="ended-while-down", storage=storage)
+    left = [loaded.ask(), loaded.ask()]
+    loaded.enqueue_trial({"lr": 0.01})
+    repository.cancel_study(sessions, study.id, by="tester")
+    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    scheduler.tick()
+    trials = _trials(storage, "ended-while-down")
+    assert len(trials) == 3
+    assert all(t.state == TrialState.FAIL for t in trials), [t.state for t in trials]
+    assert {t.number for t in trials} >= {t.number for t in left}
+    assert {t.user_attrs.get("stop_reason") for t in trials} == {"study ended"}
+
+
 def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch) -> None:
     """The API writes the study's row, then creates its Optuna study: a scheduler syncing in
     between must wait for it, not fail the study ("Record does not exist"), as it once did
