@@ -377,7 +377,7 @@ def user_limits(
     def shown(value: int | None) -> str:
         return "no limit" if value is None else str(value)
 
-    console.print(
+    typer.echo(
         f"{user}: studies queued or running {shown(limits.active_studies)}, "
         f"trials in flight {shown(limits.running_trials)}, "
         f"highest priority {shown(limits.max_priority)}"

@@ -180,15 +180,15 @@ class StudyCreate(BaseModel):
         description="fixed optimizer knobs and workload arguments",
         max_length=64,
     )
-    n_trials: int = Field(default=20, ge=1, le=MAX_TRIALS)
-    max_concurrent: int = Field(default=1, ge=1, le=1024)
+    n_trials: int = Field(default=20, ge=1, le=MAX_TRIALS, strict=True)
+    max_concurrent: int = Field(default=1, ge=1, le=1024, strict=True)
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
     sampler: SamplerName = "tpe"
     pruner: PrunerName = "median"
     direction: Direction | None = Field(default=None, description="default: the workload's")
     resources: Resources = Field(default_factory=Resources)
-    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
-    priority: int = Field(default=0, ge=-100, le=100)
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX, strict=True)
+    priority: int = Field(default=0, ge=-100, le=100, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -344,8 +344,8 @@ class StudyUpdate(BaseModel):
                     raise ValueError(f"`{key}` cannot be null: leave it out to keep it")
         return data
 
-    priority: int | None = Field(default=None, ge=-100, le=100)
-    max_concurrent: int | None = Field(default=None, ge=1, le=1024)
+    priority: int | None = Field(default=None, ge=-100, le=100, strict=True)
+    max_concurrent: int | None = Field(default=None, ge=1, le=1024, strict=True)
 
     @model_validator(mode="after")
     def _something(self) -> StudyUpdate:

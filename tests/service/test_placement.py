@@ -68,10 +68,12 @@ def test_one_gpu_trials_run_on_the_gpu_node_two_at_a_time(sqlite_api, unique_nam
             n_trials=4,
             max_concurrent=4,
             resources={"gpus": 1, "cpus": 1},
-            fixed={"steps": 10, "sleep_s": 0.1},
+            # 4 s each: long enough that two overlap even when a loaded machine is slow to
+            # start Ray's workers (1 s trials once ran one after the other).
+            fixed={"steps": 20, "sleep_s": 0.2},
         ),
     )
-    done = wait_for(sqlite_api, study["id"], timeout_s=120)
+    done = wait_for(sqlite_api, study["id"], timeout_s=180)
     assert done["status"] == "completed"
     trials = all_trials(sqlite_api, study["id"])
     gpu_node = _gpu_node(sqlite_api)
