@@ -21,14 +21,19 @@ from tests.support.studies import all_trials, submit, synthetic, wait_for
 pytestmark = pytest.mark.ray
 
 
-def test_serve_with_no_configuration(tmp_path: Path, artifacts_dir: Path) -> None:
+def _embedded(tmp_path: Path, log: Path) -> ServiceProcess:
+    """``adamp-tune serve`` with no configuration but a data dir and a 2-CPU local Ray."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ADAMP_TUNE_"))}
     env["ADAMP_TUNE_DATA_DIR"] = str(tmp_path / "data")
     env["ADAMP_TUNE_RAY_NUM_CPUS"] = "2"
-    log = artifacts_dir / "service-embedded.log"
     log.write_bytes(b"")
     service = ServiceProcess("", env, log)
     service.launch()
+    return service
+
+
+def test_serve_with_no_configuration(tmp_path: Path, artifacts_dir: Path) -> None:
+    service = _embedded(tmp_path, artifacts_dir / "service-embedded.log")
     try:
         with httpx.Client(base_url=service.url, timeout=30) as api:
             health = api.get("/healthz").json()
@@ -67,13 +72,7 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(
     the service and its local Ray's processes at once. The service still stops within its
     grace, records its running trials for re-run, leaves no Ray process behind, and a
     restart finishes the study with exactly ``n_trials``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ADAMP_TUNE_"))}
-    env["ADAMP_TUNE_DATA_DIR"] = str(tmp_path / "data")
-    env["ADAMP_TUNE_RAY_NUM_CPUS"] = "2"
-    log = artifacts_dir / "service-process-group.log"
-    log.write_bytes(b"")
-    service = ServiceProcess("", env, log)
-    service.launch()
+    service = _embedded(tmp_path, artifacts_dir / "service-process-group.log")
     try:
         with httpx.Client(base_url=service.url, timeout=30) as api:
             body = synthetic(
