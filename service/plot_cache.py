@@ -1,5 +1,5 @@
-"""How often heavy reads of a study (the dashboard's plots, parameter importances) are
-recomputed: bounded by what they cost.
+"""How often heavy reads of a study (the dashboard's plots, parameter importances, large
+pages of trials) are recomputed: bounded by what they cost.
 
 Optuna's plots read every trial: on a study of 10,000 trials one recomputation takes seconds
 (7.6 s for the fast half on the 2-core CI machine, ``benchmarks/results/scale.md``). Keyed on
@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 MIN_REFRESH_S = 2.0
 """Shortest interval between two recomputations of a running study's plots."""
@@ -31,12 +31,15 @@ MAX_ENTRIES = 64
 """Plots kept (one entry per study and plot group); the oldest go first."""
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class _Entry:
     counts: Hashable
     computed_at: float
     cost_s: float
-    result: dict[str, Any]
+    result: Any
 
 
 class PlotCache:
@@ -56,6 +59,33 @@ class PlotCache:
         # (plots are CPU-bound Python: two at once would only take turns on the GIL).
         self._lock = threading.Lock()
 
+    def fetch(
+        self,
+        key: Hashable,
+        counts: Hashable,
+        running: bool,
+        compute: Callable[[], T],
+    ) -> tuple[T, bool, float]:
+        """``(answer, stale, age_s)`` for ``key``: cached if ``counts`` are those it was
+        computed at, or if the study is ``running`` and it is recent for its cost (then
+        ``stale``); else computed now."""
+        with self._lock:
+            now = self._clock()
+            entry = self._entries.get(key)
+            if entry is not None:
+                age = now - entry.computed_at
+                if entry.counts == counts:
+                    return entry.result, False, round(age, 1)
+                if running and age < max(self._min_refresh_s, self._cost_factor * entry.cost_s):
+                    return entry.result, True, round(age, 1)
+            result = compute()
+            done = self._clock()
+            self._entries.pop(key, None)
+            if len(self._entries) >= MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = _Entry(counts, done, done - now, result)
+            return result, False, 0.0
+
     def get(
         self,
         key: Hashable,
@@ -63,22 +93,6 @@ class PlotCache:
         running: bool,
         compute: Callable[[], dict[str, Any]],
     ) -> dict[str, Any]:
-        """The plots for ``key``: cached if ``counts`` are those they were computed at, or
-        if the study is ``running`` and they are recent for their cost (then with
-        ``"stale": true`` and their age); else computed now."""
-        with self._lock:
-            now = self._clock()
-            entry = self._entries.get(key)
-            if entry is not None:
-                age = now - entry.computed_at
-                if entry.counts == counts:
-                    return {**entry.result, "stale": False, "age_s": round(age, 1)}
-                if running and age < max(self._min_refresh_s, self._cost_factor * entry.cost_s):
-                    return {**entry.result, "stale": True, "age_s": round(age, 1)}
-            result = compute()
-            done = self._clock()
-            self._entries.pop(key, None)
-            if len(self._entries) >= MAX_ENTRIES:
-                del self._entries[next(iter(self._entries))]
-            self._entries[key] = _Entry(counts, done, done - now, result)
-            return {**result, "stale": False, "age_s": 0.0}
+        """``fetch`` for a JSON object, with ``stale`` and ``age_s`` added to it."""
+        result, stale, age = self.fetch(key, counts, running, compute)
+        return {**result, "stale": stale, "age_s": age}

@@ -25,6 +25,8 @@ class AppState:
     scheduler: Scheduler | None
     importance_cache: PlotCache = field(default_factory=PlotCache)
     """The latest parameter importances of each study, bounded like the plots."""
+    page_cache: PlotCache = field(default_factory=lambda: PlotCache(min_refresh_s=0.5))
+    """The latest large pages of trials of running studies (``service.api.trials``)."""
     plot_cache: PlotCache = field(default_factory=PlotCache)
     """The dashboard's latest plots of each study (see ``service.plot_cache``)."""
     frozen_answers: FrozenAnswers = field(default_factory=FrozenAnswers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -138,3 +139,30 @@ def test_a_user_queues_at_most_their_limit_of_studies(
     for study in (made[1].json(), again.json()):
         bob.post(f"/api/v1/studies/{study['id']}/cancel")
     cli(env, "user", "limits", "bob", "--studies", "default")
+
+
+def test_large_pages_of_a_running_study_are_shared_by_readers(
+    users: dict[str, httpx.Client],
+) -> None:
+    """Many readers of the same large page of a running study get one computation of it
+    (marked with its age), not one each; small pages and finished studies stay exact."""
+    alice = users["alice"]
+    body = synthetic(
+        "shared-pages", n_trials=2, max_concurrent=2, fixed={"steps": 200, "sleep_s": 0.1}
+    )
+    study = alice.post("/api/v1/studies", json=body).json()
+    deadline = time.monotonic() + 60
+    while alice.get(f"/api/v1/studies/{study['id']}").json()["counts"]["running"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    path = f"/api/v1/studies/{study['id']}/trials"
+    with ThreadPoolExecutor(8) as pool:
+        pages = list(pool.map(lambda _: alice.get(path, params={"limit": 1000}), range(8)))
+    assert all(p.status_code == 200 for p in pages)
+    shared = [p for p in pages if "x-stale-age" in p.headers]
+    assert len(shared) >= 6, "readers asking together share one computation"
+    assert all(float(p.headers["x-stale-age"]) < 5 for p in shared)
+    assert all(p.json()["total"] == 2 for p in pages)
+    small = alice.get(path, params={"limit": 100})
+    assert "x-stale-age" not in small.headers
+    alice.post(f"/api/v1/studies/{study['id']}/cancel")
