@@ -84,6 +84,7 @@ PLUGIN_RESCAN_S = 60.0
 installed distribution's metadata, far too slow to do on each API request, while a package
 installed into a running service still shows up within a minute."""
 _plugins: tuple[float, dict[str, Workload]] | None = None
+_sources: dict[str, str] = {}  # plug-in workload name -> "distribution version (module:object)"
 
 
 def _from_entry_points() -> dict[str, Workload]:
@@ -110,7 +111,15 @@ def _scan_entry_points() -> dict[str, Workload]:
             log.error("entry point %r reuses the workload name %r", ep.value, workload.name)
             continue
         found[workload.name] = workload
+        dist = ep.dist
+        _sources[workload.name] = f"{dist.name} {dist.version} ({ep.value})" if dist else ep.value
     return found
+
+
+def provider(name: str) -> str:
+    """Where a registered workload comes from: ``built-in`` or its package and entry point."""
+    _load_builtins()
+    return "built-in" if name in _BUILTINS else _sources.get(name, "unknown")
 
 
 def all_workloads() -> dict[str, Workload]:
