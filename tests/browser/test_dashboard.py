@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright import sync_api as playwright_sync
 
+from tests.support.browser import Page, launch
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import submit, synthetic, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 XSS_NAME = "<script>alert(1)</script>"
 SPACE = {
     "lr": {"low": 1e-4, "high": 1e-1, "log": True},
@@ -27,17 +25,7 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            "no Chromium for the browser tests: install Debian's `chromium` package "
-            "(scripts/ensure-test-services does it when run as root)"
-        )
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    yield from launch()
 
 
 @pytest.fixture(scope="module")
@@ -58,29 +46,6 @@ def studies(api: httpx.Client) -> dict[str, dict[str, Any]]:
         "finished": wait_for(api, finished["id"], timeout_s=120),
         "xss": wait_for(api, xss["id"], timeout_s=120),
     }
-
-
-class Page:
-    """A browser tab that records console errors, uncaught exceptions and dialogs."""
-
-    def __init__(self, browser: Any, base_url: str) -> None:
-        self.context = browser.new_context(
-            base_url=base_url, viewport={"width": 1400, "height": 900}
-        )
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on(
-            "console",
-            lambda m: self.errors.append(f"{m.text} {m.location}") if m.type == "error" else None,
-        )
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-        def on_dialog(dialog: Any) -> None:
-            self.dialogs.append(dialog.message)
-            dialog.dismiss()
-
-        self.page.on("dialog", on_dialog)
 
 
 @pytest.fixture
