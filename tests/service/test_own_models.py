@@ -242,8 +242,8 @@ def test_mnist1d_cnn_is_tuned_through_the_service(
         assert 0.2 < trial["value"] <= 1.0, "well above chance (10%)"
         assert 0.5 < trial["scale_invariant_fraction"] < 1.0
     cache = Path(ray_cluster.env["ADAMP_TUNE_CACHE_DIR"]) / "mnist1d"
-    cached = list(cache.glob("mnist1d-2000-42-*.npz"))
-    assert len(cached) == 1, "the data set was generated once and cached on the worker's disk"
+    assert list(cache.glob("mnist1d-2000-42-*.npz")), "the data set is cached on the worker"
+    assert not list(cache.glob("*.tmp")), "and written whole (no temporary file left)"
     _check_study_page(tab, study, "val_accuracy", "maximize")
 
 
