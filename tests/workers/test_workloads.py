@@ -154,6 +154,7 @@ def test_mnist1d_data_are_generated_once_and_cached_on_disk(
     files = list(mnist1d_cache.glob("*.npz"))
     assert len(files) == 1
     assert not list(mnist1d_cache.glob("*.tmp")), "no temporary file is left behind"
+    assert files[0].stat().st_mode & 0o044 == 0o044, "readable by the node's other users"
 
     def no_generation(num_samples: int, seed: int) -> dict:
         raise AssertionError("generated again although cached")

@@ -118,6 +118,7 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -241,8 +242,8 @@ WORKLOAD = register(
         description=(
             "BatchNorm 1-D CNN on MNIST-1D, generated locally by the mnist1d package "
             "(4,000 train / 1,000 validation signals by default); reports validation accuracy "
-            "each epoch. Published references: MLP 68%, CNN 94%. Tens of seconds per trial "
-            "on a CPU."
+            "each epoch. Published references: MLP 68%, CNN 94%. Seconds per trial on a "
+            "CPU core."
         ),
         args={
             "epochs": ParamSpec("int", 20, "training epochs", low=1, high=500),
