@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.support.browser import Page, launch
 from tests.support.ray_cluster import RayCluster
@@ -151,6 +152,12 @@ def _cli(*args: str) -> str:
     return done.stdout
 
 
+def _study_file(path: Path, **overrides: Any) -> dict[str, Any]:
+    """A study file as the README submits it (``adamp-tune submit FILE``), with overrides."""
+    body: dict[str, Any] = yaml.safe_load(path.read_text())
+    return {**body, **overrides}
+
+
 def _check_study_page(tab: Page, study: dict[str, Any], metric: str, direction: str) -> None:
     """The dashboard's study page names the workload's metric and lists every trial."""
     page = tab.page
@@ -182,18 +189,19 @@ def test_a_teams_package_is_installed_seen_and_tuned(
     assert listed["team-mlp"]["direction"] == "minimize"
     assert set(listed["team-mlp"]["args"]) == {"epochs", "batch_size", "hidden"}
 
+    # The example's own study file, with a smaller budget.
     study = submit(
         api,
-        name="team-mlp-adamp",
-        workload="team-mlp",
-        optimizer="adamp",
-        n_trials=4,
-        max_concurrent=2,
-        sampler="random",
-        pruner="none",
-        seed=3,
-        fixed={"epochs": 6},
+        **_study_file(
+            EXAMPLE / "study.yaml",
+            n_trials=4,
+            sampler="random",
+            pruner="none",
+            seed=3,
+            fixed={"epochs": 6},
+        ),
     )
+    assert study["name"] == "team-mlp-adamp"
     assert set(study["search_space"]) == {"lr", "weight_decay", "delta", "wd_ratio"}, (
         "the package's default space"
     )
@@ -223,16 +231,15 @@ def test_mnist1d_cnn_is_tuned_through_the_service(
     assert {"epochs", "batch_size", "width", "num_samples", "data_seed"} <= set(args)
     study = submit(
         api,
-        name="mnist1d-tiny",
-        workload="mnist1d-cnn",
-        optimizer="adamp",
-        n_trials=2,
-        max_concurrent=2,
-        sampler="random",
-        pruner="none",
-        seed=4,
-        search_space={"lr": {"low": 3e-3, "high": 3e-2, "log": True}},
-        fixed={"epochs": 3, "num_samples": 2000, "width": 16, "batch_size": 32},
+        **_study_file(
+            ROOT / "examples" / "mnist1d-adamp.yaml",
+            n_trials=2,
+            sampler="random",
+            pruner="none",
+            seed=4,
+            search_space={"lr": {"low": 3e-3, "high": 3e-2, "log": True}},
+            fixed={"epochs": 3, "num_samples": 2000, "width": 16, "batch_size": 32},
+        ),
     )
     study = wait_for(api, study["id"], timeout_s=240)
     assert study["status"] == "completed", study
