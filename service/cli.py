@@ -203,6 +203,41 @@ def best(
 
 
 @app.command()
+def workloads(
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="list what this Python environment has installed (run it on a Ray worker "
+            "or in an image to check a plug-in package), without asking the service",
+        ),
+    ] = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """List the workloads a study may name, with their metric and where each comes from."""
+    if local:
+        from workers.registry import all_workloads, provider  # noqa: PLC0415 - imports torch
+
+        rows = [
+            (w.name, w.metric, w.direction, provider(w.name))
+            for w in sorted(all_workloads().values(), key=lambda w: w.name)
+        ]
+        table = Table("name", "metric", "direction", "provided by")
+    else:
+        with _client(url, token) as client:
+            try:
+                answer = client.workloads()
+            except ApiError as err:
+                raise _fail(err) from err
+        rows = [(w["name"], w["metric"], w["direction"], w["description"]) for w in answer]
+        table = Table("name", "metric", "direction", "description")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
 def cancel(
     study_id: Annotated[int, typer.Argument(help="study id")],
     url: UrlOption = "http://127.0.0.1:8000",

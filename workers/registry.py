@@ -5,12 +5,16 @@ accepts code or import paths from a request. A team ships its own training code 
 installed on the workers (and on the service, which validates arguments) with an entry point::
 
     [project.entry-points."adamp_tune.workloads"]
-    my-model = "my_package.tuning:workload"   # a workers.registry.Workload object
+    my-model = "my_package.tuning:workload"   # a workers.Workload object
 
+A name the registry does not know is looked up once more in the installed entry points before
+``UnknownWorkload`` is raised, so a package installed into a running worker is found by its
+next trial; the message of that error names the workload and what is installed instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -80,6 +84,7 @@ PLUGIN_RESCAN_S = 60.0
 installed distribution's metadata, far too slow to do on each API request, while a package
 installed into a running service still shows up within a minute."""
 _plugins: tuple[float, dict[str, Workload]] | None = None
+_sources: dict[str, str] = {}  # plug-in workload name -> "distribution version (module:object)"
 
 
 def _from_entry_points() -> dict[str, Workload]:
@@ -106,7 +111,15 @@ def _scan_entry_points() -> dict[str, Workload]:
             log.error("entry point %r reuses the workload name %r", ep.value, workload.name)
             continue
         found[workload.name] = workload
+        dist = ep.dist
+        _sources[workload.name] = f"{dist.name} {dist.version} ({ep.value})" if dist else ep.value
     return found
+
+
+def provider(name: str) -> str:
+    """Where a registered workload comes from: ``built-in`` or its package and entry point."""
+    _load_builtins()
+    return "built-in" if name in _BUILTINS else _sources.get(name, "unknown")
 
 
 def all_workloads() -> dict[str, Workload]:
@@ -115,9 +128,46 @@ def all_workloads() -> dict[str, Workload]:
     return {**_BUILTINS, **_from_entry_points()}
 
 
+class UnknownWorkload(KeyError):
+    """No workload of this name is registered in this Python environment.
+
+    On a Ray worker it means the package that provides the workload is not installed there;
+    the message says so in one line (the scheduler records the last line of an error).
+    """
+
+    def __init__(self, name: str, installed: list[str], where: str = "here") -> None:
+        super().__init__(name)
+        self.name = name
+        self.installed = installed
+        self.where = where
+
+    def __reduce__(self) -> tuple[type[UnknownWorkload], tuple[str, list[str], str]]:
+        # Pickled on a Ray worker and raised again in the scheduler: keep every field.
+        return (type(self), (self.name, self.installed, self.where))
+
+    def __str__(self) -> str:
+        return (
+            f"workload {self.name!r} is not installed {self.where} (installed: "
+            f"{', '.join(self.installed) or 'none'}); install the package that provides it "
+            "on the service and on every Ray worker"
+        )
+
+
 def get_workload(name: str) -> Workload:
-    """The workload called ``name``; ``KeyError`` if none is registered under it."""
+    """The workload called ``name``; ``UnknownWorkload`` (a ``KeyError``) if none is installed.
+
+    A name missing from the remembered scan triggers a fresh one first, so a plug-in installed
+    since the last scan is found at once rather than within ``PLUGIN_RESCAN_S``.
+    """
+    global _plugins  # noqa: PLW0603 - see _from_entry_points
     _load_builtins()
     if name in _BUILTINS:
         return _BUILTINS[name]
-    return _from_entry_points()[name]
+    plugins = _from_entry_points()
+    if name not in plugins:
+        importlib.invalidate_caches()  # see files installed since this process started
+        _plugins = (time.monotonic(), _scan_entry_points())
+        plugins = _plugins[1]
+    if name not in plugins:
+        raise UnknownWorkload(name, sorted({*_BUILTINS, *plugins}))
+    return plugins[name]

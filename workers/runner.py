@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from workers.context import Report, TrialContext, TrialStopped
-from workers.registry import get_workload
+from workers.registry import UnknownWorkload, get_workload
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,14 @@ def run_trial(
 
     An exception raised by the workload is re-raised here, so the scheduler sees the
     workload's own error. A workload that returns no value finishes with its last report.
+    A workload not installed where the trial runs fails it at once with ``UnknownWorkload``,
+    naming the workload, the host and the Python environment that lack it.
     """
-    workload = get_workload(request.workload)
+    try:
+        workload = get_workload(request.workload)
+    except UnknownWorkload as err:
+        where = f"on {placement.hostname} (Python {sys.executable})"
+        raise UnknownWorkload(err.name, err.installed, where) from None
     device = placement.device
     yield Started(placement, device)
 

@@ -14,6 +14,12 @@ from playwright import sync_api as playwright_sync
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+def launch() -> Iterator[Any]:
+    """``chromium()`` as a generator, for a fixture to ``yield from``."""
+    with chromium() as browser:
+        yield browser
+
+
 @contextmanager
 def chromium() -> Iterator[Any]:
     """Debian's Chromium driven by Playwright (no browser download)."""

@@ -41,6 +41,8 @@ class RayCluster:
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN=secrets.token_hex(32),
             RAY_USAGE_STATS_ENABLED="0",
+            # Workloads' data caches (MNIST-1D) stay with the test artifacts, out of ~/.cache.
+            ADAMP_TUNE_CACHE_DIR=str(base / "cache"),
         )
         port = free_port()
         cluster = cls(f"127.0.0.1:{port}", env, temp_dir, log_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from importlib.metadata import EntryPoint
@@ -11,7 +12,7 @@ import pytest
 
 from workers import registry
 from workers.context import Report, TrialContext
-from workers.registry import Workload, all_workloads, get_workload
+from workers.registry import UnknownWorkload, Workload, all_workloads, get_workload
 from workers.runner import Finished, Placement, Started, TrialRequest, run_trial
 
 PLACE = Placement("node", "127.0.0.1", "host", 1)
@@ -109,3 +110,32 @@ def test_workloads_installed_through_entry_points_are_found(
     assert events[-1].value == 0.25
     with pytest.raises(KeyError):
         get_workload("broken")
+
+
+def test_a_workload_missing_on_the_worker_fails_the_trial_naming_it() -> None:
+    request = TrialRequest(1, 0, "team-model-not-installed", "adamp", {}, {}, seed=5)
+    stream = run_trial(request, PLACE, poll_s=0.01)
+    with pytest.raises(UnknownWorkload) as raised:
+        next(stream)
+    message = str(raised.value)
+    assert "'team-model-not-installed' is not installed on host" in message
+    assert "digits-cnn" in message, "it says what is installed instead"
+    assert "\n" not in message, "one line: the scheduler records an error's last line"
+    # Ray pickles the error on the worker and raises it again in the scheduler.
+    assert str(pickle.loads(pickle.dumps(raised.value))) == message
+    assert isinstance(raised.value, KeyError), "callers catching KeyError still do"
+    assert not _trial_threads()
+
+
+def test_a_plugin_installed_after_the_last_scan_is_found_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that scanned before the package was installed finds it at its next trial."""
+    installed: list[EntryPoint] = []
+    monkeypatch.setattr(registry, "entry_points", lambda group: list(installed))
+    monkeypatch.setattr(registry, "_plugins", None)
+    assert "team-model" not in all_workloads()
+    installed.append(
+        EntryPoint("team-model", "tests.workers.test_runner:PLUGIN", registry.ENTRY_POINT_GROUP)
+    )
+    assert get_workload("team-model") is PLUGIN

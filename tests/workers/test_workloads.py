@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from workers.builtin import mnist1d_cnn
 from workers.builtin.digits_cnn import build_model
 from workers.builtin.synthetic import loss_of
 from workers.optimizers import OPTIMIZERS, build_optimizer, python_snippet
@@ -65,7 +69,7 @@ def test_synthetic_is_a_bowl_with_its_minimum_where_documented() -> None:
 
 
 def test_every_workload_has_a_default_space_for_every_optimizer() -> None:
-    for name in ("digits-cnn", "synthetic"):
+    for name in ("digits-cnn", "mnist1d-cnn", "synthetic"):
         workload = get_workload(name)
         for optimizer, spec in OPTIMIZERS.items():
             space = workload.default_space[optimizer]
@@ -92,3 +96,99 @@ def test_python_snippet_builds_the_same_optimizer(name: str) -> None:
         if key != "params":
             assert built.param_groups[0][key] == value, key
     assert not math.isnan(built.param_groups[0]["lr"])
+
+
+@pytest.fixture
+def mnist1d_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache directory for MNIST-1D and no data set remembered in memory."""
+    monkeypatch.setenv("ADAMP_TUNE_CACHE_DIR", str(tmp_path))
+    mnist1d_cnn._dataset.cache_clear()
+    yield tmp_path / "mnist1d"
+    mnist1d_cnn._dataset.cache_clear()
+
+
+def _mnist1d(optimizer: str, knobs: dict, **args: object) -> list:
+    spec = get_workload("mnist1d-cnn").args
+    full = {k: args.get(k, s.default) for k, s in spec.items()}
+    request = TrialRequest(1, 0, "mnist1d-cnn", optimizer, knobs, full, seed=0)
+    return list(run_trial(request, PLACE))
+
+
+@pytest.mark.usefixtures("mnist1d_cache")
+def test_mnist1d_cnn_default_budget_reaches_cnn_level_short_of_the_ceiling() -> None:
+    """The published CNN reaches about 94%; the default budget gets there, not to 100%."""
+    events = _mnist1d("adamp", {"lr": 1e-2, "weight_decay": 1e-4})
+    reports = [e for e in events if isinstance(e, Report)]
+    assert [r.step for r in reports] == list(range(20)), "a report per epoch"
+    final = events[-1]
+    assert isinstance(final, Finished)
+    assert 0.92 < final.value < 0.99
+    assert final.scale_invariant_fraction is not None
+    # The three convolutions are BatchNorm'ed; only the linear head is not.
+    assert 0.6 < final.scale_invariant_fraction < 0.95
+
+
+@pytest.mark.usefixtures("mnist1d_cache")
+def test_mnist1d_cnn_tiny_budget_learns_with_a_baseline_optimizer() -> None:
+    events = _mnist1d("adamw", {"lr": 1e-2}, epochs=4, num_samples=2000, width=16, batch_size=32)
+    reports = [e for e in events if isinstance(e, Report)]
+    assert len(reports) == 4
+    assert isinstance(events[-1], Finished)
+    assert events[-1].value > 0.4, "far above chance (10%) after four short epochs"
+    assert events[-1].scale_invariant_fraction is None
+
+
+def test_mnist1d_data_are_generated_once_and_cached_on_disk(
+    mnist1d_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    random.seed(7)
+    np.random.seed(7)
+    expected = (random.random(), np.random.rand())
+    random.seed(7)
+    np.random.seed(7)
+    first = mnist1d_cnn.load_arrays(500, 3)
+    assert (random.random(), np.random.rand()) == expected, "the global generators are untouched"
+    assert first["x_train"].shape == (400, 40)
+    assert first["x_val"].shape == (100, 40)
+    assert set(first["y_train"].tolist()) == set(range(10))
+    files = list(mnist1d_cache.glob("*.npz"))
+    assert len(files) == 1
+    assert not list(mnist1d_cache.glob("*.tmp")), "no temporary file is left behind"
+    assert files[0].stat().st_mode & 0o044 == 0o044, "readable by the node's other users"
+
+    def no_generation(num_samples: int, seed: int) -> dict:
+        raise AssertionError("generated again although cached")
+
+    monkeypatch.setattr(mnist1d_cnn, "_generate", no_generation)
+    again = mnist1d_cnn.load_arrays(500, 3)
+    for name, array in first.items():
+        np.testing.assert_array_equal(again[name], array)
+    with pytest.raises(AssertionError, match="generated again"):
+        mnist1d_cnn.load_arrays(500, 4)  # other arguments, another file
+
+
+def test_mnist1d_generation_is_deterministic_and_a_damaged_cache_is_replaced(
+    mnist1d_cache: Path,
+) -> None:
+    first = mnist1d_cnn.load_arrays(300, 11)
+    (path,) = mnist1d_cache.glob("*.npz")
+    path.write_bytes(b"truncated")
+    second = mnist1d_cnn.load_arrays(300, 11)
+    for name, array in first.items():
+        np.testing.assert_array_equal(second[name], array)
+    with np.load(path) as npz:
+        np.testing.assert_array_equal(npz["x_val"], first["x_val"])
+    other = mnist1d_cnn.load_arrays(300, 12)
+    assert not np.array_equal(other["x_train"], first["x_train"]), "the seed changes the data"
+
+
+def test_mnist1d_cnn_convolutions_are_scale_invariant() -> None:
+    torch.manual_seed(0)
+    model = mnist1d_cnn.build_model(8).train()
+    signals = torch.randn(32, 1, 40)
+    before = model(signals)
+    assert before.shape == (32, 10)
+    with torch.no_grad():
+        for index in (0, 3, 6):
+            model[index].weight.mul_(5.0)
+    assert torch.allclose(model(signals), before, atol=1e-4)

@@ -1,5 +1,5 @@
-"""Built-in workloads, registered on import: ``digits-cnn`` and ``synthetic``."""
+"""Built-in workloads, registered on import: ``digits-cnn``, ``mnist1d-cnn`` and ``synthetic``."""
 
-from workers.builtin import digits_cnn, synthetic
+from workers.builtin import digits_cnn, mnist1d_cnn, synthetic
 
-__all__ = ["digits_cnn", "synthetic"]
+__all__ = ["digits_cnn", "mnist1d_cnn", "synthetic"]
