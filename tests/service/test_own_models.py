@@ -164,7 +164,9 @@ def _check_study_page(tab: Page, study: dict[str, Any], metric: str, direction: 
     page.goto(f"/studies/{study['id']}")
     n = study["counts"]["complete"]
     page.locator("#trials tbody tr").nth(n - 1).wait_for(timeout=15_000)
-    page.wait_for_function("document.getElementById('study-status').textContent === 'completed'")
+    page.wait_for_function(
+        "() => document.getElementById('study-status').textContent === 'completed'"
+    )
     facts = page.locator("#study-facts").inner_text()
     assert study["workload"] in facts
     assert f"{metric} ({direction})" in facts
@@ -280,5 +282,7 @@ def test_a_worker_without_the_package_fails_the_trial_naming_it(
         assert "UnknownWorkload: workload 'lonely-model' is not installed on" in trial["error"]
         assert "install the package that provides it" in trial["error"]
     tab.page.goto(f"/studies/{study['id']}")
-    tab.page.wait_for_function("document.getElementById('study-status').textContent === 'failed'")
+    tab.page.wait_for_function(
+        "() => document.getElementById('study-status').textContent === 'failed'"
+    )
     assert "'lonely-model' is not installed" in tab.page.locator("#study-facts").inner_text()
