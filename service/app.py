@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from db.engine import create_db_engine, session_factory
@@ -54,6 +56,20 @@ def build_state(settings: Settings) -> AppState:
     return AppState(settings, engine, sessions, storage, scheduler)
 
 
+def _share_the_interpreter_with_the_scheduler(settings: Settings) -> None:
+    """Keep request handlers from crowding out the scheduler's thread in this process.
+
+    Request handlers that compute (pages, plots) and the scheduler share one interpreter
+    lock. With FastAPI's default 40 handler threads, twenty busy readers left the
+    scheduler about one turn in twenty, and a thread waiting on the lock waits a whole
+    switch interval (5 ms) each time it wants it back after I/O, which the scheduler does
+    hundreds of times a second. So handlers run at most ``api_threads`` at a time (the
+    rest queue) and the interval is 1 ms.
+    """
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+    sys.setswitchinterval(0.001)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application; everything heavy happens in its lifespan, not at import."""
     settings = settings or Settings()
@@ -61,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started_ray = runtime.connect_ray(settings)
+        _share_the_interpreter_with_the_scheduler(settings)
         state = build_state(settings)
         app.state.adamp = state
         if state.scheduler is not None:

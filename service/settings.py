@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_grid_points: int = Field(default=100_000, ge=1, le=10_000_000)
     """Largest grid a study may search (the product of its knobs' points); larger: 422."""
+    api_threads: int = Field(default=8, ge=1, le=256)
+    """Request handlers that run at once (more wait their turn): bounds the share of the
+    interpreter that readers can take from the scheduler in the same process."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     """Largest request body accepted; larger ones are refused with 413 while being read."""
     session_cookie_max_age_s: int = Field(default=12 * 3600, ge=60)
