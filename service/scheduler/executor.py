@@ -128,13 +128,24 @@ class RayExecutor:
         ready, _ = ray.wait(handles, num_returns=len(handles), timeout=timeout, fetch_local=False)
         results: list[tuple[Any, Outcome]] = []
         for gen in ready:
-            results.append((gen, self._next(gen)))
+            outcome = self._next(gen)
+            if outcome is not None:
+                results.append((gen, outcome))
         return results
 
-    def _next(self, gen: Any) -> Outcome:
+    def _next(self, gen: Any) -> Outcome | None:  # noqa: PLR0911 - one return per outcome
+        """The generator's next outcome, or ``None`` if it has none yet.
+
+        Never blocks: ``next(gen)`` waits without a limit for the task's end once its
+        stream has ended, and a cancelled task whose worker is stuck (a long sleep, a C
+        call) ends its stream long before its task, which held the whole scheduler loop
+        for as long as the workload slept.
+        """
         ray = self._ray
         try:
-            ref = next(gen)
+            ref = gen._next_sync(timeout_s=0)
+            if ref.is_nil():
+                return None
             return Event(ray.get(ref))
         except StopIteration:
             return Ended()

@@ -80,6 +80,37 @@ def test_cancel_stops_running_trials_and_starts_no_more(sqlite_api, unique_name:
     assert len(all_trials(sqlite_api, study["id"])) == 2
 
 
+def test_cancel_stops_trials_that_never_report(sqlite_api, unique_name: str) -> None:
+    """Trials stuck in one hour-long step ignore a polite stop: they are killed within a few
+    seconds, and the scheduler meanwhile keeps serving another study (a stuck trial once
+    held the scheduler's loop for as long as it slept)."""
+    busy = submit(
+        sqlite_api,
+        **synthetic(f"{unique_name}-busy", n_trials=500, max_concurrent=1, fixed={"steps": 1}),
+    )
+    stuck = submit(
+        sqlite_api,
+        **synthetic(unique_name, n_trials=2, max_concurrent=2, fixed={"steps": 1, "sleep_s": 3600}),
+    )
+    wait_for(sqlite_api, stuck["id"], lambda s: s["counts"]["running"] == 2, 60, "2 stuck trials")
+    assert sqlite_api.post(f"/api/v1/studies/{stuck['id']}/cancel").status_code == 200
+    cancelled_at = time.monotonic()
+    stopped = wait_for(
+        sqlite_api, stuck["id"], lambda s: s["counts"]["running"] == 0, 60, "the kill"
+    )
+    assert time.monotonic() - cancelled_at < 20, "killed after a 5 s grace, not after an hour"
+    assert stopped["counts"]["fail"] == 2
+    before = get_study(sqlite_api, busy["id"])["counts"]["complete"]
+    wait_for(
+        sqlite_api,
+        busy["id"],
+        lambda s: s["counts"]["complete"] >= before + 3,
+        60,
+        "the other study to go on",
+    )
+    sqlite_api.post(f"/api/v1/studies/{busy['id']}/cancel")
+
+
 def test_timeout_ends_a_study(sqlite_api, unique_name: str) -> None:
     study = submit(
         sqlite_api,
