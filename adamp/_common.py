@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import torch
 from torch import Tensor
@@ -24,6 +24,45 @@ Scratch = dict[tuple[torch.device, torch.dtype], Tensor]
 """Reusable memory for per-tensor steps on the CPU, one buffer per device and dtype."""
 
 
+class AdamPOptions(NamedTuple):
+    """AdamP's hyperparameters for one step, as every path takes them (their meaning:
+    ``adamp.functional.adamp``)."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    delta: float
+    wd_ratio: float
+    nesterov: bool
+    maximize: bool
+    capturable: bool
+
+    def decay(self) -> Decay | None:
+        """The decay factors ``(plain, projected)``, or ``None`` without weight decay."""
+        return decay_factors(self.lr, self.weight_decay, self.wd_ratio)
+
+
+class SGDPOptions(NamedTuple):
+    """SGDP's hyperparameters for one step, as every path takes them (their meaning:
+    ``adamp.functional.sgdp``)."""
+
+    lr: float
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
+    eps: float
+    delta: float
+    wd_ratio: float
+    maximize: bool
+
+    def decay(self) -> Decay | None:
+        """The decay factors ``(plain, projected)``, divided by ``1 - momentum``."""
+        return decay_factors(self.lr, self.weight_decay, self.wd_ratio, self.momentum)
+
+
 def compute_dtype(param: Tensor) -> torch.dtype:
     """The dtype the update math and the optimizer state use for ``param``."""
     return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
@@ -32,6 +71,19 @@ def compute_dtype(param: Tensor) -> torch.dtype:
 def to_compute(tensors: Sequence[Tensor]) -> list[Tensor]:
     """Float32 copies of fp16/bf16 tensors; other tensors as they are."""
     return [t.float() if t.dtype in LOW_PRECISION else t for t in tensors]
+
+
+def compute_inputs(
+    params: Sequence[Tensor], grads: Sequence[Tensor], maximize: bool
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The weights and gradients the math runs on: in the compute dtype (float32 copies of
+    fp16/bf16 parameters, their gradients converted to match), gradients negated when
+    maximizing."""
+    ws = to_compute(params)
+    gs = [g.to(w.dtype) for g, w in zip(grads, ws, strict=True)]
+    if maximize:
+        gs = list(torch._foreach_neg(gs))
+    return ws, gs
 
 
 def write_back(params: Sequence[Tensor], computed: Sequence[Tensor]) -> None:

@@ -40,11 +40,12 @@ from torch import Tensor
 
 from adamp._common import (
     LOW_PRECISION,
+    AdamPOptions,
     Scratch,
+    SGDPOptions,
     compute_dtype,
-    decay_factors,
+    compute_inputs,
     scratch_like,
-    to_compute,
     write_back,
 )
 from adamp._projection import (
@@ -171,37 +172,26 @@ def cpu_adamp(
     exp_avg_sqs: Sequence[Tensor],
     state_steps: Sequence[Tensor],
     projections: Sequence[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    delta: float,
-    wd_ratio: float,
-    nesterov: bool,
-    maximize: bool,
-    capturable: bool,
-    scratch: Scratch | None = None,
+    o: AdamPOptions,
+    scratch: Scratch | None,
 ) -> None:
     """AdamP, one parameter at a time, each one that ``takes`` accepts (see the module
-    docstring). ``nesterov`` is not taken (the caller sends those weights elsewhere); the
-    step counts are on the CPU whatever ``capturable`` says, with the parameters."""
-    del nesterov, capturable
-    decay = decay_factors(lr, weight_decay, wd_ratio)
+    docstring). Not for ``nesterov`` (``adamp.functional`` sends those steps elsewhere);
+    the step counts are on the CPU whatever ``capturable`` says, with the parameters."""
+    decay = o.decay()
     plain, projected = (1.0, 1.0) if decay is None else decay
     for i, param in enumerate(params):
-        (w,) = to_compute([param])
-        g = grads[i].float() if param.dtype in LOW_PRECISION else grads[i]
+        (w,), (g,) = compute_inputs([param], [grads[i]], maximize=False)  # the kernel negates
         state_steps[i].add_(1)
         adam = functools.partial(
             _adam_kernel, grad=g, exp_avg=exp_avgs[i], exp_avg_sq=exp_avg_sqs[i],
-            step=state_steps[i], lr=lr, beta1=beta1, beta2=beta2, eps=eps, maximize=maximize,
+            step=state_steps[i], lr=o.lr, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
+            maximize=o.maximize,
         )  # fmt: skip
         if param.dim() <= 1:
             # Never projected: AdamW's step, whose decoupled decay (1 - lr wd, computed by
             # the kernel) is AdamP's unprojected one, decay_factors(...)[0].
-            adam(torch._fused_adamw_, w, weight_decay=weight_decay if decay else 0.0)
+            adam(torch._fused_adamw_, w, weight_decay=o.weight_decay if decay else 0.0)
             write_back([param], [w])
             continue
 
@@ -209,7 +199,7 @@ def cpu_adamp(
         adam(torch._fused_adam_, update, weight_decay=0.0)
         # update = -s u; the test's coefficient of that update is -s c (|cos| ignores the
         # gradient's sign, so maximize needs nothing more here).
-        neg_coef, code = _projection_coefficients(w, g, update, delta, eps)
+        neg_coef, code = _projection_coefficients(w, g, update, o.delta, o.eps)
         projections[i].copy_(code)
         if neg_coef is None:  # not projected: w r - s u
             torch.add(update, w, alpha=plain, out=w)
@@ -224,56 +214,45 @@ def cpu_sgdp(
     grads: Sequence[Tensor],
     momentum_buffers: Sequence[Tensor],
     projections: Sequence[Tensor],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    eps: float,
-    delta: float,
-    wd_ratio: float,
-    maximize: bool,
-    scratch: Scratch | None = None,
+    o: SGDPOptions,
+    scratch: Scratch | None,
 ) -> None:
     """SGDP, one parameter at a time, each one that ``takes`` accepts (see the module
     docstring). As in the reference release, without nesterov the update *is* the momentum
     buffer, so a projected weight's buffer is projected too."""
-    decay = decay_factors(lr, weight_decay, wd_ratio, momentum)
+    decay = o.decay()
+    mu = -o.momentum if o.maximize else o.momentum  # g + mu b, negated after: -(g - mu b)
     for i, param in enumerate(params):
-        (w,) = to_compute([param])
-        g = grads[i].float() if param.dtype in LOW_PRECISION else grads[i]
+        (w,), (g,) = compute_inputs([param], [grads[i]], maximize=False)  # negated below
         buf = momentum_buffers[i]
-        if dampening == 0:  # b <- g + mu b in one pass (maximize: -(g - mu b), exactly)
-            torch.add(g, buf, alpha=-momentum if maximize else momentum, out=buf)
-            if maximize:
+        if o.dampening == 0:  # b <- g + mu b in one pass (maximize: -(g - mu b), exactly)
+            torch.add(g, buf, alpha=mu, out=buf)
+            if o.maximize:
                 buf.neg_()
         else:
-            buf.mul_(momentum).add_(g, alpha=-(1 - dampening) if maximize else 1 - dampening)
+            buf.mul_(o.momentum).add_(g, alpha=(-1 if o.maximize else 1) * (1 - o.dampening))
         update = buf
-        if nesterov:  # g + mu b (maximize: -(g - mu b))
-            update = torch.add(
-                g, buf, alpha=-momentum if maximize else momentum, out=_scratch(scratch, param)
-            )
-            if maximize:
+        if o.nesterov:  # g + mu b (maximize: -(g - mu b))
+            update = torch.add(g, buf, alpha=mu, out=_scratch(scratch, param))
+            if o.maximize:
                 update.neg_()
 
         projected = False
         if w.dim() > 1:
-            coef, code = _projection_coefficients(w, g, update, delta, eps)
+            coef, code = _projection_coefficients(w, g, update, o.delta, o.eps)
             projections[i].copy_(code)
             if coef is not None:
                 projected = True
                 update.addcmul_(w, _row_view(coef, w), value=-1)
 
         if decay is None:
-            w.add_(update, alpha=-lr)
-        elif lr != 0:  # (lr 0 with decay: the factor is 1, nothing moves)
+            w.add_(update, alpha=-o.lr)
+        elif o.lr != 0:  # (lr 0 with decay: the factor is 1, nothing moves)
             factor = decay[1] if projected else decay[0]
             # f w - lr u in one pass: SGD's coupled decay d = u + wd' w, w - lr d, with
             # lr wd' = 1 - f.
             torch._fused_sgd_(
-                [w], [update], [], weight_decay=(1 - factor) / lr, momentum=0.0, lr=lr,
+                [w], [update], [], weight_decay=(1 - factor) / o.lr, momentum=0.0, lr=o.lr,
                 dampening=0.0, nesterov=False, maximize=False, is_first_step=False,
             )  # fmt: skip
         write_back([param], [w])

@@ -15,12 +15,13 @@ import torch
 from torch import Tensor
 
 from adamp._common import (
+    AdamPOptions,
     Decay,
     Scratch,
+    SGDPOptions,
     adam_scales,
-    decay_factors,
+    compute_inputs,
     factor_per_weight,
-    to_compute,
     write_back,
 )
 from adamp._projection import project_many_
@@ -33,56 +34,42 @@ def multi_tensor_adamp(
     exp_avg_sqs: Sequence[Tensor],
     state_steps: Sequence[Tensor],
     projections: Sequence[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    delta: float,
-    wd_ratio: float,
-    nesterov: bool,
-    maximize: bool,
-    capturable: bool,
-    scratch: Scratch | None = None,
+    o: AdamPOptions,
+    scratch: Scratch | None,
 ) -> None:
-    """AdamP over parameters of one device and dtype (``scratch`` is not needed here)."""
-    del scratch
-    ws = to_compute(params)
-    gs = [g.to(w.dtype) for g, w in zip(grads, ws, strict=True)]
-    if maximize:
-        gs = list(torch._foreach_neg(gs))
+    """AdamP over parameters of one device and dtype (``scratch``: not needed here)."""
+    ws, gs = compute_inputs(params, grads, o.maximize)
     exp_avgs, exp_avg_sqs, steps = list(exp_avgs), list(exp_avg_sqs), list(state_steps)
     torch._foreach_add_(steps, 1)
 
-    torch._foreach_lerp_(exp_avgs, gs, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, gs, gs, value=1 - beta2)
+    torch._foreach_lerp_(exp_avgs, gs, 1 - o.beta1)
+    torch._foreach_mul_(exp_avg_sqs, o.beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, gs, gs, value=1 - o.beta2)
 
     denoms = list(torch._foreach_sqrt(exp_avg_sqs))
     step_sizes: list[float] | list[Tensor]
-    if capturable or steps[0].device.type != "cpu":
+    if o.capturable or steps[0].device.type != "cpu":
         # Step counts in the compute dtype (float64 parameters keep float64 precision).
-        sizes, sqrt_bc2 = adam_scales(lr, beta1, beta2, torch.stack(steps).to(ws[0].dtype))
+        counts = torch.stack(steps).to(ws[0].dtype)
+        sizes, sqrt_bc2 = adam_scales(o.lr, o.beta1, o.beta2, counts)
         torch._foreach_div_(denoms, list(sqrt_bc2.unbind()))
         step_sizes = list(sizes.unbind())
-    else:
-        scales = [adam_scales(lr, beta1, beta2, t.item()) for t in steps]  # CPU counts: no sync
+    else:  # CPU step counts: reading them waits for no device
+        scales = [adam_scales(o.lr, o.beta1, o.beta2, t.item()) for t in steps]
         torch._foreach_div_(denoms, [correction2 for _, correction2 in scales])
         step_sizes = [size for size, _ in scales]
-    torch._foreach_add_(denoms, eps)
+    torch._foreach_add_(denoms, o.eps)
 
-    if nesterov:
-        updates = list(torch._foreach_mul(exp_avgs, beta1))
-        torch._foreach_add_(updates, gs, alpha=1 - beta1)
+    if o.nesterov:
+        updates = list(torch._foreach_mul(exp_avgs, o.beta1))
+        torch._foreach_add_(updates, gs, alpha=1 - o.beta1)
         torch._foreach_div_(updates, denoms)
     else:  # divide into the denominators' memory: one large temporary fewer
         torch._foreach_reciprocal_(denoms)
         torch._foreach_mul_(denoms, exp_avgs)
         updates = denoms
 
-    decay = decay_factors(lr, weight_decay, wd_ratio)
-    project_and_decay_(ws, gs, updates, projections, delta, eps, decay)
+    project_and_decay_(ws, gs, updates, projections, o.delta, o.eps, o.decay())
     apply_updates_(ws, updates, step_sizes)
     write_back(params, ws)
 
@@ -92,32 +79,18 @@ def multi_tensor_sgdp(
     grads: Sequence[Tensor],
     momentum_buffers: Sequence[Tensor],
     projections: Sequence[Tensor],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    eps: float,
-    delta: float,
-    wd_ratio: float,
-    maximize: bool,
-    scratch: Scratch | None = None,
+    o: SGDPOptions,
+    scratch: Scratch | None,
 ) -> None:
-    """SGDP over parameters of one device and dtype (``scratch`` is not needed here)."""
-    del scratch
-    ws = to_compute(params)
-    gs = [g.to(w.dtype) for g, w in zip(grads, ws, strict=True)]
-    if maximize:
-        gs = list(torch._foreach_neg(gs))
+    """SGDP over parameters of one device and dtype (``scratch``: not needed here)."""
+    ws, gs = compute_inputs(params, grads, o.maximize)
     bufs = list(momentum_buffers)
-    torch._foreach_mul_(bufs, momentum)
-    torch._foreach_add_(bufs, gs, alpha=1 - dampening)
-    updates = list(torch._foreach_add(gs, bufs, alpha=momentum)) if nesterov else bufs
+    torch._foreach_mul_(bufs, o.momentum)
+    torch._foreach_add_(bufs, gs, alpha=1 - o.dampening)
+    updates = list(torch._foreach_add(gs, bufs, alpha=o.momentum)) if o.nesterov else bufs
 
-    decay = decay_factors(lr, weight_decay, wd_ratio, momentum)
-    project_and_decay_(ws, gs, updates, projections, delta, eps, decay)
-    apply_updates_(ws, updates, [float(lr)] * len(ws))
+    project_and_decay_(ws, gs, updates, projections, o.delta, o.eps, o.decay())
+    apply_updates_(ws, updates, [float(o.lr)] * len(ws))
     write_back(params, ws)
 
 

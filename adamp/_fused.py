@@ -16,7 +16,9 @@ step counts. Nothing here waits for the device:
   captured in a CUDA graph, after one eager step has built the tables.
 
 Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors, which is how the CI
-machine, which has no GPU, tests them.
+machine, which has no GPU, tests them. (A little over 400 lines: the launch plans, the
+address tables and the two steps share ``Plan`` and the caches; split, each part would
+reach into the other's private state.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from adamp._common import Decay, Scratch, adam_scales, decay_factors
+from adamp._common import AdamPOptions, Decay, Scratch, SGDPOptions, adam_scales
 
 T = TypeVar("T")
 
@@ -333,50 +335,38 @@ def fused_adamp(
     exp_avg_sqs: Sequence[Tensor],
     state_steps: Sequence[Tensor],
     projections: Sequence[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    delta: float,
-    wd_ratio: float,
-    nesterov: bool,
-    maximize: bool,
-    capturable: bool,
-    scratch: Scratch | None = None,
+    o: AdamPOptions,
+    scratch: Scratch | None,
 ) -> None:
     """One AdamP step over parameters of one device and dtype that ``addressable`` accepts
     (see the module docstring). Step counts belong on the parameters' device, as in
-    torch's fused optimizers, whether or not ``capturable`` is set."""
+    torch's fused optimizers, whatever ``capturable`` says (``scratch``: not needed)."""
     from adamp import _triton_kernels as kernels
 
-    del capturable, scratch  # always capturable; no scratch memory needed
     plan = plan_for(params)
     device = params[0].device
     ws, gs = _ordered(plan, params), _ordered(plan, grads)
     tables = address_tables(ws, gs, _ordered(plan, exp_avgs), _ordered(plan, exp_avg_sqs))
     assert tables is not None, "fused_adamp called for tensors it cannot address"
     counts = _count_steps(_ordered(plan, state_steps), device)
-    step_size, sqrt_bc2 = adam_scales(lr, beta1, beta2, counts)
-    constants = _constants(ws, gs, nesterov, maximize)
+    step_size, sqrt_bc2 = adam_scales(o.lr, o.beta1, o.beta2, counts)
+    constants = _constants(ws, gs, o.nesterov, o.maximize)
     grid = (plan.segments,)
     segments = (plan.seg_tensor, plan.seg_start, plan.seg_length)
     partials = torch.empty(plan.segments, 4, dtype=torch.float32, device=device)
-    betas = (float(beta1), 1.0 - beta1)
+    betas = (float(o.beta1), 1.0 - o.beta1)
     kernels.adamp_moments_and_stats[grid](
         *tables.unbind(),
         *segments,
         partials,
         sqrt_bc2,
         *betas,
-        float(beta2),
-        1.0 - beta2,
-        float(eps),
+        float(o.beta2),
+        1.0 - o.beta2,
+        float(o.eps),
         **constants,
     )
-    decay = decay_factors(lr, weight_decay, wd_ratio)
-    coef, factor, codes = row_factors(plan, partials, delta, eps, decay)
+    coef, factor, codes = row_factors(plan, partials, o.delta, o.eps, o.decay())
     kernels.adamp_apply[grid](
         *tables.unbind(),
         *segments,
@@ -386,7 +376,7 @@ def fused_adamp(
         step_size,
         sqrt_bc2,
         *betas,
-        float(eps),
+        float(o.eps),
         **constants,
     )
     _record_codes(projections, plan, codes)
@@ -397,44 +387,33 @@ def fused_sgdp(
     grads: Sequence[Tensor],
     momentum_buffers: Sequence[Tensor],
     projections: Sequence[Tensor],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    eps: float,
-    delta: float,
-    wd_ratio: float,
-    maximize: bool,
-    scratch: Scratch | None = None,
+    o: SGDPOptions,
+    scratch: Scratch | None,
 ) -> None:
     """One SGDP step over parameters of one device and dtype that ``addressable`` accepts
-    (see the module docstring)."""
+    (see the module docstring; ``scratch``: not needed)."""
     from adamp import _triton_kernels as kernels
 
-    del scratch
     plan = plan_for(params)
     ws, gs = _ordered(plan, params), _ordered(plan, grads)
     tables = address_tables(ws, gs, _ordered(plan, momentum_buffers))
     assert tables is not None, "fused_sgdp called for tensors it cannot address"
-    constants = _constants(ws, gs, nesterov, maximize)
+    constants = _constants(ws, gs, o.nesterov, o.maximize)
     grid = (plan.segments,)
     segments = (plan.seg_tensor, plan.seg_start, plan.seg_length)
     partials = torch.empty(plan.segments, 4, dtype=torch.float32, device=params[0].device)
     kernels.sgdp_moments_and_stats[grid](
-        *tables.unbind(), *segments, partials, float(momentum), 1.0 - dampening, **constants
+        *tables.unbind(), *segments, partials, float(o.momentum), 1.0 - o.dampening, **constants
     )
-    decay = decay_factors(lr, weight_decay, wd_ratio, momentum)
-    coef, factor, codes = row_factors(plan, partials, delta, eps, decay)
+    coef, factor, codes = row_factors(plan, partials, o.delta, o.eps, o.decay())
     kernels.sgdp_apply[grid](
         *tables.unbind(),
         *segments,
         plan.seg_row,
         coef,
         factor,
-        float(lr),
-        float(momentum),
+        float(o.lr),
+        float(o.momentum),
         **constants,
     )
     _record_codes(projections, plan, codes)

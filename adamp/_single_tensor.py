@@ -14,12 +14,13 @@ import torch
 from torch import Tensor
 
 from adamp._common import (
+    AdamPOptions,
     Scratch,
+    SGDPOptions,
     adam_scales,
-    decay_factors,
+    compute_inputs,
     factor_per_weight,
     scratch_like,
-    to_compute,
     write_back,
 )
 from adamp._projection import project_one_, scale_invariance_one
@@ -32,18 +33,8 @@ def single_tensor_adamp(
     exp_avg_sqs: Sequence[Tensor],
     state_steps: Sequence[Tensor],
     projections: Sequence[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    delta: float,
-    wd_ratio: float,
-    nesterov: bool,
-    maximize: bool,
-    capturable: bool,
-    scratch: Scratch | None = None,
+    o: AdamPOptions,
+    scratch: Scratch | None,
 ) -> None:
     """AdamP, one parameter at a time.
 
@@ -53,34 +44,31 @@ def single_tensor_adamp(
     The update is written into ``scratch`` memory where there is some (see
     ``adamp._common.scratch_like``).
     """
-    decay = decay_factors(lr, weight_decay, wd_ratio)
+    decay = o.decay()
     for i, param in enumerate(params):
-        (w,) = to_compute([param])
-        g = grads[i].to(w.dtype)
-        if maximize:
-            g = -g
+        (w,), (g,) = compute_inputs([param], [grads[i]], o.maximize)
         exp_avg, exp_avg_sq, step = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
         step += 1
 
-        exp_avg.lerp_(g, 1 - beta1)  # beta1 * m + (1 - beta1) * g in one pass
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        exp_avg.lerp_(g, 1 - o.beta1)  # beta1 * m + (1 - beta1) * g in one pass
+        exp_avg_sq.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)
         buffer = scratch_like(scratch, param)
         denom = exp_avg_sq.sqrt() if buffer is None else torch.sqrt(exp_avg_sq, out=buffer)
         step_size: float | Tensor
-        if capturable or step.device.type != "cpu":
+        if o.capturable or step.device.type != "cpu":
             # The step count in the compute dtype, still on the device.
-            step_size, sqrt_bc2 = adam_scales(lr, beta1, beta2, step.to(w.dtype))
-            denom.div_(sqrt_bc2).add_(eps)
+            step_size, sqrt_bc2 = adam_scales(o.lr, o.beta1, o.beta2, step.to(w.dtype))
+            denom.div_(sqrt_bc2).add_(o.eps)
         else:  # the step count lives on the CPU: reading it waits for no device
             # m / (sqrt(v) / c + eps) = c * m / (sqrt(v) + eps * c), with c = sqrt(1 - beta2^t)
-            size, correction2 = adam_scales(lr, beta1, beta2, step.item())
-            denom.add_(eps * correction2)
+            size, correction2 = adam_scales(o.lr, o.beta1, o.beta2, step.item())
+            denom.add_(o.eps * correction2)
             step_size = size * correction2
-        numerator = beta1 * exp_avg + (1 - beta1) * g if nesterov else exp_avg
+        numerator = o.beta1 * exp_avg + (1 - o.beta1) * g if o.nesterov else exp_avg
         update = torch.div(numerator, denom, out=denom)
 
         if param.dim() > 1:
-            coef, code = scale_invariance_one(w, g, update, delta, eps)
+            coef, code = scale_invariance_one(w, g, update, o.delta, o.eps)
             projections[i].copy_(code)
             factor = coef.mul_(step_size)
             factor.add_(1 if decay is None else factor_per_weight(code, decay, w.dtype))
@@ -100,37 +88,23 @@ def single_tensor_sgdp(
     grads: Sequence[Tensor],
     momentum_buffers: Sequence[Tensor],
     projections: Sequence[Tensor],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    eps: float,
-    delta: float,
-    wd_ratio: float,
-    maximize: bool,
-    scratch: Scratch | None = None,
+    o: SGDPOptions,
+    scratch: Scratch | None,
 ) -> None:
-    """SGDP, one parameter at a time. (``scratch`` is accepted for a uniform signature:
-    this path needs none.)"""
-    del scratch
-    decay = decay_factors(lr, weight_decay, wd_ratio, momentum)
+    """SGDP, one parameter at a time (``scratch``: not needed here)."""
+    decay = o.decay()
     for i, param in enumerate(params):
-        (w,) = to_compute([param])
-        g = grads[i].to(w.dtype)
-        if maximize:
-            g = -g
+        (w,), (g,) = compute_inputs([param], [grads[i]], o.maximize)
         buf = momentum_buffers[i]
-        buf.mul_(momentum).add_(g, alpha=1 - dampening)
-        update = g + momentum * buf if nesterov else buf
+        buf.mul_(o.momentum).add_(g, alpha=1 - o.dampening)
+        update = g + o.momentum * buf if o.nesterov else buf
 
         if param.dim() > 1:
-            code = project_one_(w, g, update, delta, eps)
+            code = project_one_(w, g, update, o.delta, o.eps)
             projections[i].copy_(code)
             if decay is not None:
                 w.mul_(factor_per_weight(code, decay, w.dtype))
         elif decay is not None:
             w.mul_(decay[0])
-        w.add_(update, alpha=-lr)
+        w.add_(update, alpha=-o.lr)
         write_back([param], [w])

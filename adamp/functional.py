@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from adamp import _cpu, _foreach, _fused, _single_tensor
-from adamp._common import Scratch, group_by_device_and_dtype
+from adamp._common import AdamPOptions, Scratch, SGDPOptions, group_by_device_and_dtype
 
 __all__ = ["adamp", "sgdp"]
 
@@ -117,28 +117,18 @@ def adamp(
             ``adamp.AdamP``.
     """
     projections = _codes_or_throwaway(projections, params)
-    _check_lengths(params, grads, exp_avgs, exp_avg_sqs, state_steps, projections)
-    hyper = {
-        "lr": lr,
-        "beta1": beta1,
-        "beta2": beta2,
-        "eps": eps,
-        "weight_decay": weight_decay,
-        "delta": delta,
-        "wd_ratio": wd_ratio,
-        "nesterov": nesterov,
-        "maximize": maximize,
-        "capturable": capturable,
-        "scratch": scratch,
-    }
     tensors = (params, grads, exp_avgs, exp_avg_sqs, state_steps, projections)
+    _check_lengths(*tensors)
+    options = AdamPOptions(
+        lr, beta1, beta2, eps, weight_decay, delta, wd_ratio, nesterov, maximize, capturable
+    )
     # torch's CPU Adam kernel has no Nesterov momentum: those steps take the plain path.
     chosen = _choose_paths(
         params, grads, (exp_avgs, exp_avg_sqs), state_steps, fused=fused, foreach=foreach,
         cpu_kernels=not nesterov,
     )  # fmt: skip
     for path, indices in chosen:
-        _adamp_step(path)(*_pick(tensors, indices, len(params)), **hyper)
+        _adamp_step(path)(*_pick(tensors, indices, len(params)), options, scratch)
 
 
 def sgdp(
@@ -185,25 +175,16 @@ def sgdp(
             for ``adamp.SGDP``.
     """
     projections = _codes_or_throwaway(projections, params)
-    _check_lengths(params, grads, momentum_buffers, projections)
-    hyper = {
-        "lr": lr,
-        "momentum": momentum,
-        "dampening": dampening,
-        "weight_decay": weight_decay,
-        "nesterov": nesterov,
-        "eps": eps,
-        "delta": delta,
-        "wd_ratio": wd_ratio,
-        "maximize": maximize,
-        "scratch": scratch,
-    }
     tensors = (params, grads, momentum_buffers, projections)
+    _check_lengths(*tensors)
+    options = SGDPOptions(
+        lr, momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio, maximize
+    )
     chosen = _choose_paths(
         params, grads, (momentum_buffers,), None, fused=fused, foreach=foreach, cpu_kernels=True
     )
     for path, indices in chosen:
-        _sgdp_step(path)(*_pick(tensors, indices, len(params)), **hyper)
+        _sgdp_step(path)(*_pick(tensors, indices, len(params)), options, scratch)
 
 
 class Path(enum.Enum):
@@ -254,7 +235,10 @@ def _default_to_fused_or_foreach(
     elif fused:
         reason = _fused.unsupported_reason(params)
         if reason is not None:
-            raise RuntimeError(f"fused=True cannot step these parameters: {reason}")
+            raise RuntimeError(
+                f"fused=True cannot step these parameters: {reason}. "
+                "Leave fused unset to pick the fastest available path."
+            )
         use_fused = True
     else:
         use_fused = (
