@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from adamp import _fused, functional
+from adamp import functional
 from adamp._common import Scratch, compute_dtype
 
 
@@ -57,17 +57,13 @@ class ProjectingOptimizer(Optimizer):
     COUNTS_STEPS: bool = False
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
-        if defaults.get("fused") and defaults.get("foreach"):
-            raise ValueError("fused=True and foreach=True are exclusive: choose one path")
         super().__init__(params, defaults)
-        if defaults.get("fused"):
+        if defaults.get("fused") or defaults.get("foreach"):
+            # The checks of every step, made once here so that a bad choice fails early.
             everything = [p for g in self.param_groups for p in g["params"]]
-            reason = _fused.unsupported_reason(everything)
-            if reason is not None:
-                raise RuntimeError(
-                    f"fused=True cannot be used here: {reason}. "
-                    "Leave fused unset to pick the fastest available path."
-                )
+            functional._default_to_fused_or_foreach(
+                everything, defaults.get("fused"), defaults.get("foreach")
+            )
 
     def _update(self, group: dict[str, Any], tensors: GroupTensors, scratch: Scratch) -> None:
         """Run ``adamp.functional``'s step of this optimizer on one group's tensors."""
@@ -133,12 +129,8 @@ class ProjectingOptimizer(Optimizer):
         pairs = zip(params, states, strict=True)
         if all("step" in st and st["step"].device == p.device for p, st in pairs):
             return [st["step"] for st in states]
-        on_device = (
-            group["capturable"]
-            or (
-                functional._default_to_fused_or_foreach(params, group["fused"], group["foreach"])[0]
-            )
-        )
+        fused, _ = functional._default_to_fused_or_foreach(params, group["fused"], group["foreach"])
+        on_device = group["capturable"] or fused
         for p, st in zip(params, states, strict=True):
             step = st.get("step")
             if step is None:
