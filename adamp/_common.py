@@ -133,7 +133,7 @@ def decay_factors(
     if not weight_decay > 0:
         return None
     return (
-        1 - lr * weight_decay * 1 / (1 - momentum),
+        1 - lr * weight_decay / (1 - momentum),
         1 - lr * weight_decay * wd_ratio / (1 - momentum),
     )
 
