@@ -24,21 +24,30 @@ for float32 and float64 CPU parameters when neither ``foreach`` nor ``fused`` is
 
 On the CPU reading a 0-dim tensor (``.item()``) does not wait for any device, so the
 decision may steer Python here. The numbers are those of the per-tensor path up to
-rounding. Every function returns ``False``, having changed nothing, for what the kernels do
-not take (the caller then runs the per-tensor path): tensors not contiguous, a gradient of
-another dtype than its (float32 or float64) parameter, AdamP's ``nesterov``. fp16/bf16
-parameters are stepped as float32 copies and rounded once, as on the other paths.
+rounding. The functions step only what ``takes`` accepts; ``adamp.functional`` sends the
+rest (tensors not contiguous, a gradient of another dtype than its float32 or float64
+parameter) and AdamP's ``nesterov`` to the per-tensor path. fp16/bf16 parameters are
+stepped as float32 copies and rounded once, as on the other paths.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from adamp._common import (
+    LOW_PRECISION,
+    AdamPOptions,
+    Scratch,
+    SGDPOptions,
+    compute_dtype,
+    compute_inputs,
+    scratch_like,
+    write_back,
+)
 from adamp._projection import (
     CHANNEL_VIEW,
     LAYER_VIEW,
@@ -80,32 +89,33 @@ def cpu_kernels_available() -> bool:
     return True
 
 
-def _in_compute_dtype(param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-    """The parameter and gradient to step: float32 copies for fp16/bf16 parameters."""
-    if param.dtype in (torch.float16, torch.bfloat16):
-        return param.float(), grad.float()
-    return param, grad
-
-
-def _takes(param: Tensor, grad: Tensor, *state: Tensor) -> bool:
-    """True when the fused kernels can step ``param``: a contiguous float32/float64 CPU
-    tensor whose gradient and state are contiguous tensors of its dtype and shape (the
-    kernels walk all of them in memory order)."""
+def takes(param: Tensor, grad: Tensor, buffers: Sequence[Tensor], step: Tensor | None) -> bool:
+    """True when the fused kernels can step ``param``: a contiguous CPU tensor of a dtype
+    they run in (fp16/bf16 stepped as float32 copies), whose gradient and state buffers are
+    contiguous, of its shape and its compute dtype (the kernels walk all of them in memory
+    order), and whose step count, if it has one, is a float32 CPU tensor."""
+    dtype = compute_dtype(param)
+    grad_dtype = torch.float32 if param.dtype in LOW_PRECISION else grad.dtype
     return (
         param.device.type == "cpu"
-        and param.dtype in CPU_DTYPES
+        and dtype in CPU_DTYPES
         and param.is_contiguous()
         and not grad.is_sparse
-        and all(
-            t.dtype == param.dtype and t.shape == param.shape and t.is_contiguous()
-            for t in (grad, *state)
-        )
+        and grad_dtype == dtype
+        and grad.shape == param.shape
+        and grad.is_contiguous()
+        and all(t.dtype == dtype and t.shape == param.shape and t.is_contiguous() for t in buffers)
+        and (step is None or (step.device.type == "cpu" and step.dtype == torch.float32))
     )
 
 
-def _write_back(param: Tensor, computed: Tensor) -> None:
-    if computed is not param:
-        param.copy_(computed)  # fp16/bf16: rounded once, at the end
+def _scratch(scratch: Scratch | None, param: Tensor) -> Tensor:
+    """The update's memory: kept between steps in ``scratch`` when given (see
+    ``adamp._common.scratch_like``), else fresh."""
+    buffer = scratch_like(scratch, param)
+    if buffer is None:
+        return torch.empty(param.shape, dtype=compute_dtype(param), device=param.device)
+    return buffer
 
 
 def _row_view(factor: Tensor, weight: Tensor) -> Tensor:
@@ -155,119 +165,94 @@ def _projection_coefficients(
     return None, code
 
 
-def cpu_adamp_(
-    param: Tensor,
-    grad: Tensor,
-    state: dict[str, Any],
-    scratch: Tensor,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    delta: float,
-    wd_ratio: float,
-    nesterov: bool,
-    maximize: bool,
-    capturable: bool,
-) -> bool:
-    """One AdamP step of ``param`` (see the module docstring); ``False`` if not taken.
+def cpu_adamp(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    state_steps: Sequence[Tensor],
+    projections: Sequence[Tensor],
+    o: AdamPOptions,
+    scratch: Scratch | None,
+) -> None:
+    """AdamP, one parameter at a time, each one that ``takes`` accepts (see the module
+    docstring). Not for ``nesterov`` (``adamp.functional`` sends those steps elsewhere);
+    the step counts are on the CPU whatever ``capturable`` says, with the parameters."""
+    decay = o.decay()
+    plain, projected = (1.0, 1.0) if decay is None else decay
+    for i, param in enumerate(params):
+        (w,), (g,) = compute_inputs([param], [grads[i]], maximize=False)  # the kernel negates
+        state_steps[i].add_(1)
+        adam = functools.partial(
+            _adam_kernel, grad=g, exp_avg=exp_avgs[i], exp_avg_sq=exp_avg_sqs[i],
+            step=state_steps[i], lr=o.lr, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
+            maximize=o.maximize,
+        )  # fmt: skip
+        if param.dim() <= 1:
+            # Never projected: AdamW's step, whose decoupled decay (1 - lr wd, computed by
+            # the kernel) is AdamP's unprojected one, decay_factors(...)[0].
+            adam(torch._fused_adamw_, w, weight_decay=o.weight_decay if decay else 0.0)
+            write_back([param], [w])
+            continue
 
-    ``scratch`` is reusable memory of ``param``'s shape and dtype. The step count may be
-    on the CPU whatever ``capturable`` says: the parameter is there too.
-    """
-    del capturable
-    exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
-    if nesterov or step.device.type != "cpu" or step.dtype != torch.float32:
-        return False
-    w, g = _in_compute_dtype(param, grad)
-    if not _takes(w, g, exp_avg, exp_avg_sq, scratch):
-        return False
-    step += 1
-    adam = functools.partial(
-        _adam_kernel, grad=g, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, step=step, lr=lr,
-        beta1=beta1, beta2=beta2, eps=eps, maximize=maximize,
-    )  # fmt: skip
-    if param.dim() <= 1:
-        # Never projected: AdamW's step, whose decoupled decay is AdamP's unprojected one.
-        adam(torch._fused_adamw_, w, weight_decay=weight_decay if weight_decay > 0 else 0.0)
-        _write_back(param, w)
-        return True
-
-    scratch.zero_()
-    adam(torch._fused_adam_, scratch, weight_decay=0.0)
-    # scratch = -s u; the test's coefficient of that update is -s c (|cos| ignores the
-    # gradient's sign, so maximize needs nothing more here).
-    neg_coef, code = _projection_coefficients(w, g, scratch, delta, eps)
-    state["projection"].copy_(code)
-    if neg_coef is None:  # not projected: w r - s u
-        torch.add(scratch, w, alpha=1 - lr * weight_decay if weight_decay > 0 else 1.0, out=w)
-    else:
-        decay = 1 - lr * weight_decay * wd_ratio if weight_decay > 0 else 1.0
-        factor = neg_coef.neg().add_(decay)  # r + s c, per row
-        torch.addcmul(scratch, w, _row_view(factor, w), out=w)
-    _write_back(param, w)
-    return True
+        update = _scratch(scratch, param).zero_()
+        adam(torch._fused_adam_, update, weight_decay=0.0)
+        # update = -s u; the test's coefficient of that update is -s c (|cos| ignores the
+        # gradient's sign, so maximize needs nothing more here).
+        neg_coef, code = _projection_coefficients(w, g, update, o.delta, o.eps)
+        projections[i].copy_(code)
+        if neg_coef is None:  # not projected: w r - s u
+            torch.add(update, w, alpha=plain, out=w)
+        else:
+            factor = neg_coef.neg().add_(projected)  # r + s c, per row
+            torch.addcmul(update, w, _row_view(factor, w), out=w)
+        write_back([param], [w])
 
 
-def cpu_sgdp_(
-    param: Tensor,
-    grad: Tensor,
-    state: dict[str, Any],
-    scratch: Tensor,
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    eps: float,
-    delta: float,
-    wd_ratio: float,
-    maximize: bool,
-) -> bool:
-    """One SGDP step of ``param`` (see the module docstring); ``False`` if not taken.
+def cpu_sgdp(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffers: Sequence[Tensor],
+    projections: Sequence[Tensor],
+    o: SGDPOptions,
+    scratch: Scratch | None,
+) -> None:
+    """SGDP, one parameter at a time, each one that ``takes`` accepts (see the module
+    docstring). As in the reference release, without nesterov the update *is* the momentum
+    buffer, so a projected weight's buffer is projected too."""
+    decay = o.decay()
+    mu = -o.momentum if o.maximize else o.momentum  # g + mu b, negated after: -(g - mu b)
+    for i, param in enumerate(params):
+        (w,), (g,) = compute_inputs([param], [grads[i]], maximize=False)  # negated below
+        buf = momentum_buffers[i]
+        if o.dampening == 0:  # b <- g + mu b in one pass (maximize: -(g - mu b), exactly)
+            torch.add(g, buf, alpha=mu, out=buf)
+            if o.maximize:
+                buf.neg_()
+        else:
+            buf.mul_(o.momentum).add_(g, alpha=(-1 if o.maximize else 1) * (1 - o.dampening))
+        update = buf
+        if o.nesterov:  # g + mu b (maximize: -(g - mu b))
+            update = torch.add(g, buf, alpha=mu, out=_scratch(scratch, param))
+            if o.maximize:
+                update.neg_()
 
-    As in the reference release, without nesterov the update *is* the momentum buffer,
-    so a projected weight's buffer is projected too.
-    """
-    buf = state["momentum"]
-    w, g = _in_compute_dtype(param, grad)
-    if not _takes(w, g, buf, scratch):
-        return False
-    if dampening == 0:  # b <- g + mu b in one pass (maximize: -(g - mu b), exactly)
-        torch.add(g, buf, alpha=-momentum if maximize else momentum, out=buf)
-        if maximize:
-            buf.neg_()
-    else:
-        buf.mul_(momentum).add_(g, alpha=-(1 - dampening) if maximize else 1 - dampening)
-    update = buf
-    if nesterov:  # g + mu b (maximize: -(g - mu b))
-        update = torch.add(g, buf, alpha=-momentum if maximize else momentum, out=scratch)
-        if maximize:
-            update.neg_()
+        projected = False
+        if w.dim() > 1:
+            coef, code = _projection_coefficients(w, g, update, o.delta, o.eps)
+            projections[i].copy_(code)
+            if coef is not None:
+                projected = True
+                update.addcmul_(w, _row_view(coef, w), value=-1)
 
-    projected = False
-    if w.dim() > 1:
-        coef, code = _projection_coefficients(w, g, update, delta, eps)
-        state["projection"].copy_(code)
-        if coef is not None:
-            projected = True
-            update.addcmul_(w, _row_view(coef, w), value=-1)
-
-    if weight_decay == 0:
-        w.add_(update, alpha=-lr)
-        _write_back(param, w)
-        return True
-    factor = 1 - lr * weight_decay * (wd_ratio if projected else 1) / (1 - momentum)
-    if lr == 0:
-        _write_back(param, w)  # factor is 1: nothing moves
-        return True
-    # f w - lr u in one pass: SGD's coupled decay d = u + wd' w, w - lr d, with lr wd' = 1 - f.
-    torch._fused_sgd_(
-        [w], [update], [], weight_decay=(1 - factor) / lr, momentum=0.0, lr=lr,
-        dampening=0.0, nesterov=False, maximize=False, is_first_step=False,
-    )  # fmt: skip
-    _write_back(param, w)
-    return True
+        if decay is None:
+            w.add_(update, alpha=-o.lr)
+        elif o.lr != 0:  # (lr 0 with decay: the factor is 1, nothing moves)
+            factor = decay[1] if projected else decay[0]
+            # f w - lr u in one pass: SGD's coupled decay d = u + wd' w, w - lr d, with
+            # lr wd' = 1 - f.
+            torch._fused_sgd_(
+                [w], [update], [], weight_decay=(1 - factor) / o.lr, momentum=0.0, lr=o.lr,
+                dampening=0.0, nesterov=False, maximize=False, is_first_step=False,
+            )  # fmt: skip
+        write_back([param], [w])

@@ -11,12 +11,14 @@ step counts. Nothing here waits for the device:
 * the tables of tensor addresses are rebuilt only when a tensor moves (a new gradient
   tensor each step is common; the caching allocator usually hands back the same memory)
   and reach the device from pinned memory, without blocking;
-* bias corrections are computed on the host from the CPU step counts, or on the device
-  from device step counts when ``capturable=True`` (then the whole step can be captured
-  in a CUDA graph, after one eager step has built the tables).
+* the step counts live on the device (the optimizers keep them there, as torch's fused
+  optimizers do), so the bias corrections are computed there: the whole step can be
+  captured in a CUDA graph, after one eager step has built the tables.
 
 Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors, which is how the CI
-machine, which has no GPU, tests them.
+machine, which has no GPU, tests them. (A little over 400 lines: the launch plans, the
+address tables and the two steps share ``Plan`` and the caches; split, each part would
+reach into the other's private state.)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+from adamp._common import AdamPOptions, Decay, Scratch, SGDPOptions, adam_scales
 
 T = TypeVar("T")
 
@@ -228,51 +232,6 @@ def address_tables(*tensor_lists: Sequence[Tensor]) -> Tensor | None:
     return table
 
 
-def shared_base(tensors: Sequence[Tensor]) -> Tensor | None:
-    """The one-dimensional tensor whose consecutive elements ``tensors`` are (0-dim views,
-    in order), or ``None`` when they are not."""
-    base = tensors[0]._base
-    if (
-        base is None
-        or base.dim() != 1
-        or base.numel() != len(tensors)
-        or any(t._base is not base for t in tensors)
-    ):
-        return None
-    size = base.element_size()
-    if tensors[0].data_ptr() != base.data_ptr() or (
-        tensors[-1].data_ptr() != base.data_ptr() + size * (len(tensors) - 1)
-    ):
-        return None
-    return base
-
-
-def share(states: Sequence[dict[str, Any]], key: str, values: Tensor) -> Tensor:
-    """Make ``state[key]`` of each state a view of one element of a copy of ``values``
-    (one-dimensional, in the states' order) and return that buffer, so that later steps
-    update them all with one kernel (a step counter, the projection codes)."""
-    buffer = values.clone()
-    for state, view in zip(states, buffer.unbind(), strict=True):
-        state[key] = view
-    return buffer
-
-
-def step_counts(states: Sequence[dict[str, Any]], device: torch.device) -> Tensor:
-    """The states' step counts as one device tensor, each state's ``step`` a view into it.
-
-    Built once (and again after a state dict is loaded, which brings separate step
-    tensors, maybe on the CPU); then a step increments all counts with one kernel.
-    """
-    steps = [state["step"] for state in states]
-    base = shared_base(steps)
-    if base is not None and base.device == device:
-        return base
-    on_device = [
-        s if s.device == device else to_device([float(s)], s.dtype, device)[0] for s in steps
-    ]
-    return share(states, "step", torch.stack(on_device).to(torch.float32))
-
-
 DECIDE_ROWS = 512
 """Rows one program of the decision kernel reads at a time."""
 
@@ -282,7 +241,7 @@ def row_factors(
     partials: Tensor,
     delta: float,
     eps: float,
-    decay: tuple[float, float] | None,
+    decay: Decay | None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Each row's projection coefficient and decay factor, and each weight's code.
 
@@ -319,19 +278,6 @@ def row_factors(
     return coef, factor, (codes if plan.weights else None)
 
 
-def record_codes(states: Sequence[dict[str, Any]], plan: Plan, codes: Tensor | None) -> None:
-    """Store each weight's code in its ``state["projection"]``: with one copy once the
-    codes are views of one buffer (``share``)."""
-    if codes is None:
-        return
-    weights = [states[i] for i in plan.order[: plan.weights]]
-    base = shared_base([state["projection"] for state in weights])
-    if base is not None:
-        base.copy_(codes)
-    else:
-        share(weights, "projection", codes)
-
-
 def triton_dtype(dtype: torch.dtype) -> Any:
     """The Triton element type of a torch dtype."""
     import triton.language as tl
@@ -360,72 +306,67 @@ def _constants(ws: Sequence[Tensor], gs: Sequence[Tensor], nesterov: bool, maxim
     }
 
 
-def _bias_correction(steps: Tensor, beta: float) -> Tensor:
-    """``1 - beta**t`` as ``-expm1(t log beta)``: accurate where ``beta**t`` is near 1."""
-    if beta == 0:
-        return torch.ones_like(steps)
-    return torch.expm1(steps * math.log(beta)).neg_()
+def addressable(params: Sequence[Tensor], *state: Sequence[Tensor]) -> bool:
+    """True when the kernels can address every parameter with its gradient and state
+    buffers, row by row (``address_tables``: cached, so the step's own lookup that follows
+    costs one ``data_ptr()`` per tensor). Parameters of one device and dtype."""
+    plan = plan_for(params)
+    return address_tables(*(_ordered(plan, tensors) for tensors in (params, *state))) is not None
 
 
-def fused_adamp_(
+def _count_steps(state_steps: Sequence[Tensor], device: torch.device) -> Tensor:
+    """Increment the step counts (one multi-tensor kernel) and gather them into one tensor
+    on ``device`` for the kernels (kept there by the optimizers: no copy then)."""
+    torch._foreach_add_(list(state_steps), 1)
+    return torch.stack(list(state_steps)).to(device=device, dtype=torch.float32)
+
+
+def _record_codes(projections: Sequence[Tensor], plan: Plan, codes: Tensor | None) -> None:
+    """Copy each weight's code (in the plan's order) into its projection tensor."""
+    if codes is not None:
+        weights = _ordered(plan, projections)[: plan.weights]
+        torch._foreach_copy_(weights, list(codes.unbind()))
+
+
+def fused_adamp(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
-    states: Sequence[dict[str, Any]],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    delta: float,
-    wd_ratio: float,
-    nesterov: bool,
-    maximize: bool,
-    capturable: bool,
-) -> bool:
-    """One AdamP step over parameters of one device and dtype (see the module docstring).
-
-    Returns False, having changed nothing, when some tensor cannot be addressed row by
-    row (the caller then takes the foreach path). Step counts live on the device, as in
-    torch's fused optimizers, whether or not ``capturable`` is set.
-    """
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    state_steps: Sequence[Tensor],
+    projections: Sequence[Tensor],
+    o: AdamPOptions,
+    scratch: Scratch | None,
+) -> None:
+    """One AdamP step over parameters of one device and dtype that ``addressable`` accepts
+    (see the module docstring). Step counts belong on the parameters' device, as in
+    torch's fused optimizers, whatever ``capturable`` says (``scratch``: not needed)."""
     from adamp import _triton_kernels as kernels
 
-    del capturable  # always capturable: the step counts are on the device
     plan = plan_for(params)
     device = params[0].device
-    ws, gs, ordered_states = _ordered(plan, params), _ordered(plan, grads), _ordered(plan, states)
-    tables = address_tables(
-        ws,
-        gs,
-        [s["exp_avg"] for s in ordered_states],
-        [s["exp_avg_sq"] for s in ordered_states],
-    )
-    if tables is None:
-        return False
-    counts = step_counts(ordered_states, device).add_(1)
-    step_size = _bias_correction(counts, beta1).reciprocal_().mul_(lr)
-    sqrt_bc2 = _bias_correction(counts, beta2).sqrt_()
-    constants = _constants(ws, gs, nesterov, maximize)
+    ws, gs = _ordered(plan, params), _ordered(plan, grads)
+    tables = address_tables(ws, gs, _ordered(plan, exp_avgs), _ordered(plan, exp_avg_sqs))
+    assert tables is not None, "fused_adamp called for tensors it cannot address"
+    counts = _count_steps(_ordered(plan, state_steps), device)
+    step_size, sqrt_bc2 = adam_scales(o.lr, o.beta1, o.beta2, counts)
+    constants = _constants(ws, gs, o.nesterov, o.maximize)
     grid = (plan.segments,)
     segments = (plan.seg_tensor, plan.seg_start, plan.seg_length)
     partials = torch.empty(plan.segments, 4, dtype=torch.float32, device=device)
-    betas = (float(beta1), 1.0 - beta1)
+    betas = (float(o.beta1), 1.0 - o.beta1)
     kernels.adamp_moments_and_stats[grid](
         *tables.unbind(),
         *segments,
         partials,
         sqrt_bc2,
         *betas,
-        float(beta2),
-        1.0 - beta2,
-        float(eps),
+        float(o.beta2),
+        1.0 - o.beta2,
+        float(o.eps),
         **constants,
     )
-    decay = None
-    if weight_decay > 0:
-        decay = (1 - lr * weight_decay, 1 - lr * weight_decay * wd_ratio)
-    coef, factor, codes = row_factors(plan, partials, delta, eps, decay)
+    coef, factor, codes = row_factors(plan, partials, o.delta, o.eps, o.decay())
     kernels.adamp_apply[grid](
         *tables.unbind(),
         *segments,
@@ -435,63 +376,44 @@ def fused_adamp_(
         step_size,
         sqrt_bc2,
         *betas,
-        float(eps),
+        float(o.eps),
         **constants,
     )
-    record_codes(states, plan, codes)
-    return True
+    _record_codes(projections, plan, codes)
 
 
-def fused_sgdp_(
+def fused_sgdp(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
-    states: Sequence[dict[str, Any]],
-    *,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    eps: float,
-    delta: float,
-    wd_ratio: float,
-    maximize: bool,
-) -> bool:
-    """One SGDP step over parameters of one device and dtype (see the module docstring).
-
-    Returns False, having changed nothing, when some tensor cannot be addressed row by
-    row (the caller then takes the foreach path).
-    """
+    momentum_buffers: Sequence[Tensor],
+    projections: Sequence[Tensor],
+    o: SGDPOptions,
+    scratch: Scratch | None,
+) -> None:
+    """One SGDP step over parameters of one device and dtype that ``addressable`` accepts
+    (see the module docstring; ``scratch``: not needed)."""
     from adamp import _triton_kernels as kernels
 
     plan = plan_for(params)
-    ws, gs, ordered_states = _ordered(plan, params), _ordered(plan, grads), _ordered(plan, states)
-    tables = address_tables(ws, gs, [s["momentum"] for s in ordered_states])
-    if tables is None:
-        return False
-    constants = _constants(ws, gs, nesterov, maximize)
+    ws, gs = _ordered(plan, params), _ordered(plan, grads)
+    tables = address_tables(ws, gs, _ordered(plan, momentum_buffers))
+    assert tables is not None, "fused_sgdp called for tensors it cannot address"
+    constants = _constants(ws, gs, o.nesterov, o.maximize)
     grid = (plan.segments,)
     segments = (plan.seg_tensor, plan.seg_start, plan.seg_length)
     partials = torch.empty(plan.segments, 4, dtype=torch.float32, device=params[0].device)
     kernels.sgdp_moments_and_stats[grid](
-        *tables.unbind(), *segments, partials, float(momentum), 1.0 - dampening, **constants
+        *tables.unbind(), *segments, partials, float(o.momentum), 1.0 - o.dampening, **constants
     )
-    decay = None
-    if weight_decay != 0:
-        decay = (
-            1 - lr * weight_decay / (1 - momentum),
-            1 - lr * weight_decay * wd_ratio / (1 - momentum),
-        )
-    coef, factor, codes = row_factors(plan, partials, delta, eps, decay)
+    coef, factor, codes = row_factors(plan, partials, o.delta, o.eps, o.decay())
     kernels.sgdp_apply[grid](
         *tables.unbind(),
         *segments,
         plan.seg_row,
         coef,
         factor,
-        float(lr),
-        float(momentum),
+        float(o.lr),
+        float(o.momentum),
         **constants,
     )
-    record_codes(states, plan, codes)
-    return True
+    _record_codes(projections, plan, codes)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from adamp import SGDP, AdamP
+from adamp import SGDP, AdamP, functional
 from benchmarks.optim_step import make_params
 from benchmarks.reference import load_reference
 from benchmarks.shapes import MODELS
@@ -259,7 +259,8 @@ def main() -> None:
     base = make_params(MODELS["resnet50"](), torch.device("cuda"))
     default = AdamP(base)
     group = default.param_groups[0]
-    check("default path on CUDA is fused", default._use_fused(group, group["params"]), "")
+    fused, _ = functional._default_to_fused_or_foreach(group["params"], None, None)
+    check("default path on CUDA is fused", fused, "")
     guarded(check_sync_free, base)
     guarded(check_cuda_graph, base, 20)
     guarded(check_bf16, base, 20)

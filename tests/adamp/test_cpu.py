@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-import adamp.adamp
-import adamp.sgdp
+import adamp._single_tensor
 from adamp import CHANNEL_VIEW, LAYER_VIEW, NO_PROJECTION, SGDP, AdamP
 from tests.adamp.helpers import (
     assert_all_close,
@@ -40,21 +39,18 @@ CASE_IDS = [
     "SGDP-maximize",
     "SGDP-no-momentum",
 ]
-PER_TENSOR = {
-    AdamP: (adamp.adamp, "_single_tensor_adamp"),
-    SGDP: (adamp.sgdp, "_single_tensor_sgdp"),
-}
+PER_TENSOR = {AdamP: "single_tensor_adamp", SGDP: "single_tensor_sgdp"}
 
 
 def _count_per_tensor_steps(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[str]:
-    """Record every call of ``cls``'s plain per-tensor step (which still runs)."""
-    module, name = PER_TENSOR[cls]
+    """Record every parameter ``cls``'s plain per-tensor step is given (it still runs)."""
+    module, name = adamp._single_tensor, PER_TENSOR[cls]
     plain = getattr(module, name)
     calls: list[str] = []
 
-    def counted(param: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        calls.append(str(tuple(param.shape)))
-        plain(param, *args, **kwargs)
+    def counted(params: list[torch.Tensor], *args: Any, **kwargs: Any) -> None:
+        calls.extend(str(tuple(p.shape)) for p in params)
+        plain(params, *args, **kwargs)
 
     monkeypatch.setattr(module, name, counted)
     return calls
@@ -160,7 +156,7 @@ def test_the_cpu_path_reuses_one_scratch_buffer() -> None:
 def test_a_torch_without_the_cpu_kernels_steps_on_the_plain_path(monkeypatch):
     """The kernels are private torch API: where they are missing (or CUDA-only, as before
     torch 2.4), the default CPU step is the plain per-tensor one, not an error."""
-    monkeypatch.setattr("adamp._optimizer.cpu_kernels_available", lambda: False)
+    monkeypatch.setattr("adamp._cpu.cpu_kernels_available", lambda: False)
     calls = _count_per_tensor_steps(monkeypatch, AdamP)
     params = make_params(torch.float32)
     opt = AdamP(params.values(), lr=1e-2)

@@ -215,7 +215,7 @@ def test_cpu_parameters_do_not_take_the_fused_path_by_default(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the fused path ran on CPU parameters by default")
 
-    monkeypatch.setattr("adamp.adamp.fused_adamp_", refuse)
+    monkeypatch.setattr("adamp._fused.fused_adamp", refuse)
     p = torch.randn(3, 3, requires_grad=True)
     p.grad = torch.randn(3, 3)
     before = p.detach().clone()
