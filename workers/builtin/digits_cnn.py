@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
-from torch.nn import functional as F
 
+from workers.builtin.classifier import train_classifier
 from workers.context import TrialContext
 from workers.params import ParamSpec
 from workers.registry import SearchRange, Workload, register
@@ -55,42 +55,9 @@ def build_model(width: int) -> nn.Module:
     )
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    model.eval()
-    correct = (model(images).argmax(dim=1) == labels).sum()
-    return float(correct.item()) / len(labels)
-
-
 def train(ctx: TrialContext) -> float:
     """Train for ``epochs`` epochs, reporting validation accuracy after each."""
-    epochs: int = ctx.args["epochs"]
-    batch_size: int = ctx.args["batch_size"]
-    x_train, y_train, x_val, y_val = (t.to(ctx.device) for t in _dataset())
-    model = build_model(ctx.args["width"]).to(ctx.device)
-    optimizer = ctx.build_optimizer(model.parameters())
-    steps_per_epoch = -(-len(y_train) // batch_size)
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    if ctx.args["schedule"] == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=epochs * steps_per_epoch
-        )
-    shuffle = torch.Generator().manual_seed(ctx.seed)
-    accuracy = 0.0
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(y_train), generator=shuffle).to(ctx.device)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-        accuracy = _accuracy(model, x_val, y_val)
-        ctx.report(accuracy, epoch)
-    return accuracy
+    return train_classifier(ctx, build_model(ctx.args["width"]), _dataset())
 
 
 WORKLOAD = register(

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from workers.builtin.classifier import train_classifier
 from workers.context import TrialContext
 from workers.params import ParamSpec
 from workers.registry import SearchRange, Workload, register
@@ -178,46 +178,11 @@ def build_model(width: int) -> nn.Module:
     )
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, signals: torch.Tensor, labels: torch.Tensor) -> float:
-    model.eval()
-    correct = (model(signals).argmax(dim=1) == labels).sum()
-    return float(correct.item()) / len(labels)
-
-
 def train(ctx: TrialContext) -> float:
-    """Train for ``epochs`` epochs, reporting validation accuracy after each."""
-    epochs: int = ctx.args["epochs"]
-    batch_size: int = ctx.args["batch_size"]
-    x_train, y_train, x_val, y_val = (
-        t.to(ctx.device) for t in _dataset(ctx.args["num_samples"], ctx.args["data_seed"])
-    )
-    model = build_model(ctx.args["width"]).to(ctx.device)
-    optimizer = ctx.build_optimizer(model.parameters())
-    steps_per_epoch = -(-len(y_train) // batch_size)
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    if ctx.args["schedule"] == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=epochs * steps_per_epoch
-        )
-    shuffle = torch.Generator().manual_seed(ctx.seed)
-    accuracy = 0.0
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(y_train), generator=shuffle).to(ctx.device)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            if len(batch) < 2:  # BatchNorm needs two samples; drop a last batch of one
-                continue
-            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-        accuracy = _accuracy(model, x_val, y_val)
-        ctx.report(accuracy, epoch)
-    return accuracy
+    """Train for ``epochs`` epochs, reporting validation accuracy after each (a last batch
+    of one sample is dropped: BatchNorm cannot normalise it)."""
+    data = _dataset(ctx.args["num_samples"], ctx.args["data_seed"])
+    return train_classifier(ctx, build_model(ctx.args["width"]), data, min_batch=2)
 
 
 _ADAM_SPACE = {
