@@ -10,10 +10,12 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.browser import chromium
 from tests.support.postgres import fresh_database
 from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
@@ -119,3 +121,10 @@ def secured(
         yield service, tokens
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium, one per module that asks for it."""
+    with chromium() as launched:
+        yield launched

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.browser import Page
+from tests.support.browser import Page, tab_on
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import submit, synthetic, wait_for
 
@@ -45,11 +45,8 @@ def studies(api: httpx.Client) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def tab(browser: Any, sqlite_service: ServiceProcess) -> Iterator[Page]:
-    tab = Page(browser, sqlite_service.url)
-    try:
+    with tab_on(browser, sqlite_service.url) as tab:
         yield tab
-    finally:
-        tab.context.close()
 
 
 def _row(page: Any, study_id: int) -> Any:

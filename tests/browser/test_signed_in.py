@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.browser import Page
+from tests.support.browser import Page, tab_on
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import submit, synthetic, wait_for
 
@@ -29,11 +29,8 @@ def alices_study(secured: tuple[ServiceProcess, dict[str, str]]) -> dict[str, An
 @pytest.fixture
 def tab(browser: Any, secured: tuple[ServiceProcess, dict[str, str]]) -> Iterator[Page]:
     service, _ = secured
-    tab = Page(browser, service.url)
-    try:
+    with tab_on(browser, service.url) as tab:
         yield tab
-    finally:
-        tab.context.close()
 
 
 def _sign_in(tab: Page, token: str) -> None:

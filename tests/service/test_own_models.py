@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.browser import Page, launch
+from tests.support.browser import Page, tab_on
 from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import all_trials, submit, wait_for
@@ -125,18 +125,10 @@ def api(service: ServiceProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch()
-
-
 @pytest.fixture
 def tab(browser: Any, service: ServiceProcess) -> Iterator[Page]:
-    tab = Page(browser, service.url)
-    try:
+    with tab_on(browser, service.url) as tab:
         yield tab
-    finally:
-        tab.context.close()
 
 
 def _cli(*args: str) -> str:

@@ -14,12 +14,6 @@ from playwright import sync_api as playwright_sync
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def launch() -> Iterator[Any]:
-    """``chromium()`` as a generator, for a fixture to ``yield from``."""
-    with chromium() as browser:
-        yield browser
-
-
 @contextmanager
 def chromium() -> Iterator[Any]:
     """Debian's Chromium driven by Playwright (no browser download)."""
@@ -57,3 +51,13 @@ class Page:
             dialog.dismiss()
 
         self.page.on("dialog", on_dialog)
+
+
+@contextmanager
+def tab_on(browser: Any, base_url: str) -> Iterator[Page]:
+    """A fresh tab (its own context: no cookies shared) on ``base_url``, closed afterwards."""
+    tab = Page(browser, base_url)
+    try:
+        yield tab
+    finally:
+        tab.context.close()
