@@ -1,7 +1,7 @@
 """Issue #14: the scheduler's bookkeeping against its floor and against Ray Tune's own.
 
     python -m benchmarks.bookkeeping [--trials 1600 --slots 16 --db sqlite postgres]
-                                     [--users 1] [--no-ray-tune]
+                                     [--users 1] [--no-ray-tune | --no-service]
 
 Ray Tune's release test ``bookkeeping_overhead`` scaled down: ``--trials`` trials of one
 second each on ``--slots`` slots (``ADAMP_TUNE_RAY_NUM_CPUS=slots``; ``synthetic`` with
@@ -140,11 +140,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--db", nargs="+", default=["sqlite"], choices=["sqlite", "postgres"])
     parser.add_argument("--no-ray-tune", action="store_true")
+    parser.add_argument("--no-service", action="store_true", help="Ray Tune's run alone")
     args = parser.parse_args()
     floor = args.trials / args.slots
     print("| system | database | trials | wall s | floor s | over the floor |")
     print("|---|---|---:|---:|---:|---:|", flush=True)
-    for kind in args.db:
+    for kind in [] if args.no_service else args.db:
         wall, done = run_service(kind, args.trials, args.slots, args.users)
         label = "adamp-tune service" + (f" ({args.users} users)" if args.users > 1 else "")
         print(_row(label, kind, done, wall, floor), flush=True)

@@ -101,6 +101,8 @@ class Scheduler(StudyEnds):
         self._last_lease_ok = time.monotonic()
         self._last_sync = 0.0
         self._studies: dict[int, ActiveStudy] = {}
+        self._ended: set[int] = set()
+        """Studies this scheduler ended whose status change may not be written yet."""
         self._running: dict[int, RunningTrial] = {}  # id(handle) -> trial
         self._stop = threading.Event()
         self._stop_requests: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -204,6 +206,7 @@ class Scheduler(StudyEnds):
     def _become_leader(self) -> None:
         log.info("this process now runs the scheduler (epoch %s)", self.lease.epoch)
         self._studies.clear()
+        self._ended.clear()
         self._running.clear()
         self._last_sync = 0.0
         self._close_trials_of_ended_studies()
@@ -245,6 +248,7 @@ class Scheduler(StudyEnds):
         with self._sessions() as session:
             records = repository.active_studies(session)
         current = {r.id: r for r in records}
+        self._ended &= set(current)  # once written, an ended study leaves the records
         for study_id, active in list(self._studies.items()):
             record = current.get(study_id)
             if record is None:  # cancelled (or ended) outside the scheduler
@@ -254,7 +258,7 @@ class Scheduler(StudyEnds):
                 active.priority = record.priority
                 active.max_concurrent = record.max_concurrent
         for record in records:
-            if record.id not in self._studies:
+            if record.id not in self._studies and record.id not in self._ended:
                 if record.optuna_study_id is None and not self._creation_overdue(record):
                     continue  # the API is still creating its Optuna study: next sync
                 try:

@@ -32,7 +32,7 @@ class StudyEnds(Outcomes):
     """The part of the scheduler that ends studies and stops the loop."""
 
     _sessions: sessionmaker[Session]
-    _storage: optuna.storages.BaseStorage
+    _ended: set[int]
     lease: Lease
     role: str
 
@@ -104,6 +104,7 @@ class StudyEnds(Outcomes):
             return
         self._studies.pop(active.id, None)
         self._ledger.close(active.id)
+        self._ended.add(active.id)  # its end is queued: never taken over again meanwhile
         if active.draining == "cancelled":
             return  # the API already recorded it
         if active.draining == "failed":

@@ -58,6 +58,7 @@ class Outcomes:
     """The outcome-recording and stopping half of the scheduler."""
 
     _studies: dict[int, ActiveStudy]
+    _storage: optuna.storages.BaseStorage
     _running: dict[int, RunningTrial]
     _executor: TrialExecutor
     _recorder: Recorder
@@ -78,10 +79,10 @@ class Outcomes:
             if polled is not None:
                 polled.pending = outcome
                 self._process(polled)
-        for key, _step in self._recorder.decisions():
-            pruned = self._running.get(key)
-            if pruned is not None:
-                self._stop_trial(pruned, "pruned")
+        decided = {trial_id for trial_id, _step in self._recorder.decisions()}
+        for rt in list(self._running.values()) if decided else ():
+            if rt.trial._trial_id in decided:
+                self._stop_trial(rt, "pruned")
 
     def _process(self, rt: RunningTrial) -> None:
         """Apply ``rt.pending``; on an error it stays pending for the next tick."""
@@ -114,8 +115,14 @@ class Outcomes:
                 rt.last_sif = report.scale_invariant_fraction
                 if rt.stop_reason is not None:
                     return
-                check = rt.trial.should_prune if active is not None and active.prunes else None
-                self._recorder.report(trial_id, report.step, report.value, check, id(rt.handle))
+                check = None
+                if active is not None and active.prunes:
+                    study, storage = active.study, self._storage
+
+                    def check() -> bool:  # on the recorder's thread, the report written
+                        return study.pruner.prune(study, storage.get_trial(trial_id))
+
+                self._recorder.report(trial_id, report.step, report.value, check)
             case Event(event=Finished() as done):
                 attrs: dict[str, Any] = {ATTR_DURATION: done.duration_s}
                 if done.scale_invariant_fraction is not None:

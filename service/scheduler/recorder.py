@@ -141,10 +141,9 @@ class Recorder:
         step: int,
         value: float,
         prune_check: Callable[[], bool] | None = None,
-        key: int = 0,
     ) -> None:
         """An intermediate value; with ``prune_check``, asked once the value is written
-        and a ``True`` answer queued for ``decisions()`` with ``key``."""
+        and a ``True`` answer queued for ``decisions()``."""
         backend = self._backend
         self.rows(
             lambda s: backend._set_trial_intermediate_value_without_commit(s, trial_id, step, value)
@@ -153,7 +152,7 @@ class Recorder:
 
             def check() -> None:
                 if prune_check():
-                    self._decisions.put((key, step))
+                    self._decisions.put((trial_id, step))
 
             self.call(check)
 
@@ -163,7 +162,7 @@ class Recorder:
         )
 
     def decisions(self) -> list[tuple[int, int]]:
-        """``(key, step)`` of the reports the pruner said to prune, since the last call."""
+        """``(trial_id, step)`` of the reports the pruner said to prune, since the last call."""
         out = []
         while True:
             try:
