@@ -13,7 +13,17 @@ from fastapi import FastAPI
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
 from service import dashboard, docs, quotas, runtime
-from service.api import cluster, errors, health, session, studies, trials, workloads
+from service.api import (
+    cluster,
+    comparisons,
+    errors,
+    health,
+    session,
+    studies,
+    trials,
+    workloads,
+)
+from service.comparisons.driver import ComparisonDriver
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
 from service.optuna_glue import storage_for
@@ -80,8 +90,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _share_the_interpreter_with_the_scheduler(settings)
         state = build_state(settings)
         app.state.adamp = state
-        if state.scheduler is not None:
-            state.scheduler.start()
+        driver: ComparisonDriver | None = None
+        if (scheduler := state.scheduler) is not None:
+            scheduler.start()
+            # Comparisons advance where the scheduler leads, through ordinary studies.
+            driver = ComparisonDriver(
+                state.sessions,
+                state.storage,
+                is_leader=lambda: scheduler.role == "leader",
+                stop_study=scheduler.request_stop,
+            )
+            driver.start()
         log.info(
             "adamp-tune ready on http://%s:%s (database %s)",
             settings.host,
@@ -91,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if driver is not None:
+                driver.stop()
             if state.scheduler is not None:
                 state.scheduler.stop(settings.shutdown_grace_s)
             state.engine.dispose()
@@ -114,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     for router in (
         studies.router,
+        comparisons.router,
         trials.router,
         workloads.router,
         cluster.router,

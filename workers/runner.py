@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,9 @@ class Finished:
     duration_s: float
     steps: int
     scale_invariant_fraction: float | None = None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    """Stored on the trial: the workload's own (``TrialContext.set_user_attr``) and its
+    ``seed``, so a result can be reproduced and paired with another optimizer's."""
 
 
 TrialEvent = Started | Report | Finished
@@ -161,4 +164,5 @@ def run_trial(
         duration_s=time.monotonic() - ctx.started_at,
         steps=ctx.last_step + 1,
         scale_invariant_fraction=ctx.scale_invariant_fraction(),
+        user_attrs={**ctx.user_attrs, "seed": request.seed},
     )
