@@ -45,23 +45,31 @@ def _ensure_study(
     role: str,
     request: StudyCreate,
 ) -> None:
-    """Create (or adopt, after a crash between the two writes) and link one study."""
-    with sessions() as session:
-        existing = session.scalars(
-            select(Study).where(Study.name_key == name_key(request.name))
-        ).first()
-    if existing is not None and existing.owner != comparison.owner:
-        raise Conflict(f"study name {request.name!r} was taken by {existing.owner}")
-    study_id = (
-        existing.id
-        if existing is not None
-        else repository.create_study(sessions, storage, request, owner=comparison.owner).id
-    )
-    store.link(sessions, comparison.id, optimizer, role, study_id)
-    with sessions.begin() as session:
-        repository.add_event(
-            session, study_id, "comparison", f"{role} study of comparison {comparison.name}"
-        )
+    """Create (or adopt: after a crash between the two writes, or when the API and the
+    driver both got here) and link one study."""
+    for attempt in range(2):
+        with sessions() as session:
+            existing = session.scalars(
+                select(Study).where(Study.name_key == name_key(request.name))
+            ).first()
+        if existing is not None:
+            if existing.owner != comparison.owner:
+                raise Conflict(f"study name {request.name!r} was taken by {existing.owner}")
+            study_id = existing.id
+            break
+        try:
+            study_id = repository.create_study(
+                sessions, storage, request, owner=comparison.owner
+            ).id
+            break
+        except Conflict:
+            if attempt:
+                raise
+    if store.link(sessions, comparison.id, optimizer, role, study_id):
+        with sessions.begin() as session:
+            repository.add_event(
+                session, study_id, "comparison", f"{role} study of comparison {comparison.name}"
+            )
 
 
 def ensure_studies(

@@ -119,14 +119,23 @@ def parts(session: Session, comparison_id: int) -> list[tuple[ComparisonStudy, S
 
 def link(
     sessions: sessionmaker[Session], comparison_id: int, optimizer: str, role: str, study_id: int
-) -> None:
-    """Record that ``study_id`` is ``optimizer``'s ``role`` study of the comparison."""
-    with sessions.begin() as session:
-        session.add(
-            ComparisonStudy(
-                comparison_id=comparison_id, optimizer=optimizer, role=role, study_id=study_id
+) -> bool:
+    """Record that ``study_id`` is ``optimizer``'s ``role`` study of the comparison; False
+    when that link exists already (the API and the driver may both get here first)."""
+    try:
+        with sessions.begin() as session:
+            session.add(
+                ComparisonStudy(
+                    comparison_id=comparison_id, optimizer=optimizer, role=role, study_id=study_id
+                )
             )
-        )
+    except IntegrityError:
+        with sessions() as session:
+            found = session.get(ComparisonStudy, (comparison_id, optimizer, role))
+        if found is None or found.study_id != study_id:
+            raise
+        return False
+    return True
 
 
 def transition(
