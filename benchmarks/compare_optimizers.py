@@ -6,7 +6,7 @@ seeds, with the comparison report's tests.
 
 Starts ``adamp-tune serve`` on a fresh SQLite database (a 2-CPU local Ray), submits one
 comparison per pair, waits, and writes each report to
-``benchmarks/results/compare-<pair>.json`` and the tables (Markdown) to stdout.
+``benchmarks/results/compare-<pair>-seed<seed>.json`` and the tables (Markdown) to stdout.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
         f"2-CPU local Ray, in {took / 60:.0f} min\n"
     )
     for pair, comparison in done.items():
-        path = RESULTS / f"compare-{pair[0]}-vs-{pair[1]}.json"
+        path = RESULTS / f"compare-{pair[0]}-vs-{pair[1]}-seed{args.seed}.json"
         path.write_text(json.dumps(comparison, indent=1, default=str) + "\n")
         print(f"## {pair[0]} vs {pair[1]}: {comparison['status']} ({path.name})\n")
         if comparison["report"] is not None:

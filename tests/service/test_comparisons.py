@@ -183,8 +183,8 @@ def test_a_restarted_service_resumes_a_comparison(
                 60,
                 "a complete tuning trial",
             )
-        service.terminate()
-        service.launch()  # the same database, a new process
+        service.kill()  # no clean shutdown: the next process finds what this one left
+        service.launch()  # the same database
         with httpx.Client(base_url=service.url, timeout=30) as api:
             done = wait_comparison(api, created["id"], timeout_s=120)
         assert done["status"] == "completed", done
