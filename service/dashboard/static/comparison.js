@@ -78,14 +78,16 @@
     );
     fillTable(
       "pairs",
-      ["a − b", "difference", "95% CI", "test", "p", "verdict"],
+      ["a − b", "difference", "95% CI", "test", "p", "trials to reach the other's best"],
       r.pairs.map((p) => [
         `${p.a} − ${p.b}`,
         fmtNumber(p.difference),
         ci(p.ci95),
         p.test,
         fmtNumber(p.p_value),
-        p.verdict,
+        Object.entries(p.trials_to_reach_other_best)
+          .map(([k, v]) => `${k}: ${v === null ? "never" : v}`)
+          .join(", "),
       ]),
     );
   }
