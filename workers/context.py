@@ -17,21 +17,13 @@ from typing import Any
 
 import torch
 
-from workers.optimizers import OPTIMIZERS, build_optimizer
+from workers.messages import Report
+from workers.optimizer_specs import OPTIMIZERS
+from workers.optimizers import build_optimizer
 
 
 class TrialStopped(Exception):
     """Raised inside a workload when the scheduler has stopped its trial."""
-
-
-@dataclass(frozen=True)
-class Report:
-    """One intermediate value of a trial, as sent to the scheduler."""
-
-    step: int
-    value: float
-    elapsed_s: float
-    scale_invariant_fraction: float | None = None
 
 
 @dataclass
