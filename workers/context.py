@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from workers.optimizers import OPTIMIZERS, build_optimizer
+from workers.messages import Report
+from workers.optimizer_specs import OPTIMIZERS
+from workers.optimizers import build_optimizer
 
 MAX_USER_ATTRS = 16
 MAX_USER_ATTR_BYTES = 16_384
@@ -28,16 +30,6 @@ Optuna's trial row."""
 
 class TrialStopped(Exception):
     """Raised inside a workload when the scheduler has stopped its trial."""
-
-
-@dataclass(frozen=True)
-class Report:
-    """One intermediate value of a trial, as sent to the scheduler."""
-
-    step: int
-    value: float
-    elapsed_s: float
-    scale_invariant_fraction: float | None = None
 
 
 @dataclass

@@ -17,69 +17,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from workers.context import Report, TrialContext, TrialStopped
+from workers.context import TrialContext, TrialStopped
+from workers.messages import Finished, Placement, Report, Started, TrialEvent, TrialRequest
 from workers.registry import UnknownWorkload, get_workload
 
 
-@dataclass(frozen=True)
-class TrialRequest:
-    """Everything a worker needs to run one trial; sent by the scheduler."""
-
-    study_id: int
-    trial_number: int
-    workload: str
-    optimizer: str
-    knobs: dict[str, Any]
-    args: dict[str, Any]
-    seed: int
-    num_cpus: float = 1.0
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a trial runs: the Ray node, the process and the GPUs it was given."""
-
-    node_id: str
-    node_ip: str
-    hostname: str
-    pid: int
-    gpu_ids: tuple[str, ...] = ()
-    cuda_visible_devices: str | None = None
-
-    @property
-    def device(self) -> str:
-        """``cuda`` when GPUs were assigned and CUDA is usable here, else ``cpu``."""
-        return "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
-
-
-@dataclass(frozen=True)
-class Started:
-    """First event of every trial: where it runs."""
-
-    placement: Placement
-    device: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Last event of a successful trial: its final metric."""
-
-    value: float
-    duration_s: float
-    steps: int
-    scale_invariant_fraction: float | None = None
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-    """Stored on the trial: the workload's own (``TrialContext.set_user_attr``) and its
-    ``seed``, so a result can be reproduced and paired with another optimizer's."""
-
-
-TrialEvent = Started | Report | Finished
+def device_of(placement: Placement) -> str:
+    """``cuda`` when GPUs were assigned and CUDA is usable here, else ``cpu``."""
+    return "cuda" if placement.gpu_ids and torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -110,7 +60,7 @@ def run_trial(
     except UnknownWorkload as err:
         where = f"on {placement.hostname} (Python {sys.executable})"
         raise UnknownWorkload(err.name, err.installed, where) from None
-    device = placement.device
+    device = device_of(placement)
     yield Started(placement, device)
 
     events: queue.Queue[Report | None] = queue.Queue()  # None: the workload has returned

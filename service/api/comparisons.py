@@ -56,7 +56,7 @@ def submit_comparison(request: ComparisonCreate, state: StateDep, user: UserDep)
         quotas.check_submission(
             session, state.settings, user, request.priority, new_studies=len(request.optimizers)
         )
-    _check_fits_cluster(first)
+    _check_fits_cluster(first, state.cluster)
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX - 1)
     comparison_id = store.create_comparison(state.sessions, request, owner=user.name, seed=seed)
     try:

@@ -26,7 +26,7 @@ from service.schemas import (
     TrialCounts,
     _field_error,
 )
-from workers.optimizers import OPTIMIZERS
+from workers.optimizer_specs import OPTIMIZERS
 from workers.registry import all_workloads
 
 MAX_COMPARISON_TRIALS = 1_000

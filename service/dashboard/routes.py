@@ -27,7 +27,7 @@ from service.comparisons import store
 from service.comparisons.views import comparison_out
 from service.dashboard.plots import comparison_plots, study_plots
 from service.gate import PRINCIPAL_KEY
-from workers.optimizers import python_snippet
+from workers.optimizer_specs import python_snippet
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"

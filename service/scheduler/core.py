@@ -42,12 +42,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Study, StudyStatus, utcnow
 from service import metrics, repository, trial_queries
+from service.cluster import Cluster, Crashed, Ended, Event, Outcome, Raised
 from service.optuna_glue import build_pruner, build_sampler, distributions_of, split_params
-from service.scheduler.executor import Crashed, Ended, Event, Outcome, Raised, TrialExecutor
 from service.scheduler.lease import Lease
 from service.schemas import StudyCreate
-from workers.context import Report
-from workers.runner import Finished, Started, TrialRequest
+from workers.messages import Finished, Report, Started, TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +151,7 @@ class Scheduler:
         self,
         sessions: sessionmaker[Session],
         storage: optuna.storages.BaseStorage,
-        executor: TrialExecutor,
+        executor: Cluster,
         *,
         lease_s: float = 10.0,
         max_trial_attempts: int = 3,

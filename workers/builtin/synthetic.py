@@ -14,7 +14,7 @@ import random
 import time
 
 from workers.context import TrialContext
-from workers.optimizers import OPTIMIZERS
+from workers.optimizer_specs import OPTIMIZERS
 from workers.params import ParamSpec
 from workers.registry import SearchRange, Workload, register
 
