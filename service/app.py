@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
 from service import dashboard, docs, quotas, runtime
-from service.api import cluster, errors, health, session, studies, trials, workloads
+from service.api import checkpoints, cluster, errors, health, session, studies, trials, workloads
+from service.checkpoints.retention import Janitor
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
 from service.optuna_glue import storage_for
@@ -21,6 +22,7 @@ from service.scheduler import Scheduler
 from service.scheduler.executor import RayExecutor
 from service.settings import Settings
 from service.state import AppState
+from workers.checkpoints import CheckpointStore, CheckpointStoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ def build_state(settings: Settings) -> AppState:
             max_trial_attempts=settings.max_trial_attempts,
             max_gpus_per_user=settings.max_gpus_per_user,
             trial_limits=lambda: quotas.running_trial_limits(sessions, settings),
+            checkpoint_url=settings.resolved_checkpoint_url,
         )
         if settings.scheduler
         else None
@@ -70,6 +73,27 @@ def _share_the_interpreter_with_the_scheduler(settings: Settings) -> None:
     sys.setswitchinterval(0.001)
 
 
+def _checkpoint_janitor(settings: Settings, state: AppState) -> Janitor | None:
+    """Start the clean-up of the checkpoint store where this process runs the scheduler."""
+    url = settings.resolved_checkpoint_url
+    if url is None or not settings.scheduler:
+        return None
+    try:
+        store = CheckpointStore(url)
+    except CheckpointStoreError:
+        log.warning("checkpoints: cannot use the store at %s", url, exc_info=True)
+        return None
+    janitor = Janitor(
+        store,
+        state.sessions,
+        state.storage,
+        settings.checkpoint_retention_s,
+        settings.checkpoint_sweep_s,
+    )
+    janitor.start()
+    return janitor
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application; everything heavy happens in its lifespan, not at import."""
     settings = settings or Settings()
@@ -82,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.adamp = state
         if state.scheduler is not None:
             state.scheduler.start()
+        janitor = _checkpoint_janitor(settings, state)
         log.info(
             "adamp-tune ready on http://%s:%s (database %s)",
             settings.host,
@@ -93,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if state.scheduler is not None:
                 state.scheduler.stop(settings.shutdown_grace_s)
+            if janitor is not None:
+                janitor.stop()
             state.engine.dispose()
             runtime.disconnect_ray(started_here=started_ray)
 
@@ -115,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         studies.router,
         trials.router,
+        checkpoints.router,
         workloads.router,
         cluster.router,
         health.router,

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.context import Report, TrialContext, TrialStopped
+from workers.checkpoints import CheckpointStore
+from workers.context import Report, Resumed, TrialContext, TrialStopped
 from workers.registry import UnknownWorkload, get_workload
 
 
@@ -39,6 +40,11 @@ class TrialRequest:
     args: dict[str, Any]
     seed: int
     num_cpus: float = 1.0
+    checkpoint_url: str | None = None
+    """Root of the checkpoint store (an fsspec URL); ``None``: checkpointing is off."""
+    lineage: int | None = None
+    """The first attempt's trial number when this is a re-run (its checkpoints are kept
+    under that number); ``None``: ``trial_number``."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class Finished:
     scale_invariant_fraction: float | None = None
 
 
-TrialEvent = Started | Report | Finished
+TrialEvent = Started | Resumed | Report | Finished
 
 
 @dataclass
@@ -95,7 +101,8 @@ def seed_everything(seed: int) -> None:
 def run_trial(
     request: TrialRequest, placement: Placement, *, poll_s: float = 0.2
 ) -> Iterator[TrialEvent]:
-    """Run ``request``'s workload and yield ``Started``, then each ``Report``, then ``Finished``.
+    """Run ``request``'s workload and yield ``Started``, then ``Resumed`` if it continues
+    from a checkpoint, then each ``Report``, then ``Finished``.
 
     An exception raised by the workload is re-raised here, so the scheduler sees the
     workload's own error. A workload that returns no value finishes with its last report.
@@ -110,7 +117,7 @@ def run_trial(
     device = placement.device
     yield Started(placement, device)
 
-    events: queue.Queue[Report | None] = queue.Queue()  # None: the workload has returned
+    events: queue.Queue[Report | Resumed | None] = queue.Queue()  # None: the workload has returned
     ctx = TrialContext(
         optimizer_name=request.optimizer,
         knobs=dict(request.knobs),
@@ -118,6 +125,9 @@ def run_trial(
         seed=request.seed,
         device=torch.device(device),
         emit=events.put,
+        checkpoints=CheckpointStore(request.checkpoint_url) if request.checkpoint_url else None,
+        study_id=request.study_id,
+        lineage=request.trial_number if request.lineage is None else request.lineage,
     )
     outcome = _Outcome()
 
