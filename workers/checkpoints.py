@@ -141,6 +141,7 @@ class CheckpointStore:
 
     def size(self, study_id: int, lineage: int) -> int | None:
         """Bytes of the lineage's checkpoint, ``None`` when there is none."""
+        self.fs.invalidate_cache()
         try:
             return int(self.fs.size(self.path(study_id, lineage)))
         except FileNotFoundError:
@@ -150,6 +151,7 @@ class CheckpointStore:
 
     def lineages(self, study_id: int) -> list[int]:
         """Trial lineages of a study that have a checkpoint."""
+        self.fs.invalidate_cache()  # others write to the store: never list from a cache
         try:
             names = self.fs.ls(self.study_dir(study_id), detail=False)
         except FileNotFoundError:
@@ -163,6 +165,7 @@ class CheckpointStore:
 
     def studies(self) -> list[int]:
         """Studies that have a folder in the store."""
+        self.fs.invalidate_cache()
         try:
             names = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
@@ -176,7 +179,7 @@ class CheckpointStore:
 
     def delete(self, study_id: int, lineage: int) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.path(study_id, lineage))
+            self.fs.rm_file(self.path(study_id, lineage))  # no glob expansion of the path
 
     def delete_study(self, study_id: int) -> None:
         """Remove every checkpoint of a study (it was deleted)."""
