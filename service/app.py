@@ -12,14 +12,15 @@ from fastapi import FastAPI
 
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
-from service import dashboard, docs, quotas, runtime
-from service.api import checkpoints, cluster, errors, health, session, studies, trials, workloads
+from service import dashboard, docs, quotas
+from service.api import checkpoints, errors, health, session, studies, trials, workloads
+from service.api import cluster as cluster_api
 from service.checkpoints.retention import Janitor
+from service.cluster import Cluster
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
-from service.scheduler.executor import RayExecutor
 from service.settings import Settings
 from service.state import AppState
 from workers.checkpoints import CheckpointStore, CheckpointStoreError
@@ -35,8 +36,9 @@ and `optuna-dashboard` can read it too.
 """
 
 
-def build_state(settings: Settings) -> AppState:
-    """Open the database (migrating it), Optuna's storage, and the scheduler (not started)."""
+def build_state(settings: Settings, cluster: Cluster) -> AppState:
+    """Open the database (migrating it), Optuna's storage, and the scheduler (not started)
+    that runs trials on ``cluster``."""
     url = settings.resolved_database_url
     engine = create_db_engine(url)
     upgrade(engine)
@@ -46,7 +48,7 @@ def build_state(settings: Settings) -> AppState:
         Scheduler(
             sessions,
             storage,
-            RayExecutor(),
+            cluster,
             lease_s=settings.scheduler_lease_s,
             max_trial_attempts=settings.max_trial_attempts,
             max_gpus_per_user=settings.max_gpus_per_user,
@@ -56,7 +58,7 @@ def build_state(settings: Settings) -> AppState:
         if settings.scheduler
         else None
     )
-    return AppState(settings, engine, sessions, storage, scheduler)
+    return AppState(settings, engine, sessions, storage, scheduler, cluster)
 
 
 def _share_the_interpreter_with_the_scheduler(settings: Settings) -> None:
@@ -94,15 +96,24 @@ def _checkpoint_janitor(settings: Settings, state: AppState) -> Janitor | None:
     return janitor
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The application; everything heavy happens in its lifespan, not at import."""
+def create_app(settings: Settings | None = None, cluster: Cluster | None = None) -> FastAPI:
+    """The application; everything heavy happens in its lifespan, not at import.
+
+    ``cluster`` is where trials run: by default the Ray of ``settings`` (started or joined
+    when the app starts); tests pass a ``ThreadCluster`` to run the whole app in-process.
+    """
     settings = settings or Settings()
+    if cluster is None:
+        from service.cluster.ray import RayCluster  # noqa: PLC0415 - only Ray's users import Ray
+
+        cluster = RayCluster(settings)
+    trials_on = cluster  # named apart: the closure below must not see ``None``
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        started_ray = runtime.connect_ray(settings)
+        trials_on.start()
         _share_the_interpreter_with_the_scheduler(settings)
-        state = build_state(settings)
+        state = build_state(settings, trials_on)
         app.state.adamp = state
         if state.scheduler is not None:
             state.scheduler.start()
@@ -121,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if janitor is not None:
                 janitor.stop()
             state.engine.dispose()
-            runtime.disconnect_ray(started_here=started_ray)
+            trials_on.close()
 
     app = FastAPI(
         title="adamp-tune",
@@ -144,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trials.router,
         checkpoints.router,
         workloads.router,
-        cluster.router,
+        cluster_api.router,
         health.router,
         session.router,
     ):

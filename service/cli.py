@@ -196,7 +196,7 @@ def best(
         err_console.print(f"study {study_id} has no complete trial yet ({study['status']})")
         raise typer.Exit(code=1)
     console.print(f"trial {trial['number']}: {study['metric'] or 'value'} = {trial['value']:.6g}")
-    from workers.optimizers import python_snippet  # noqa: PLC0415 - imports torch: only here
+    from workers.optimizer_specs import python_snippet  # noqa: PLC0415
 
     knobs = {**study["fixed"], **trial["params"]}
     sys.stdout.write(python_snippet(study["optimizer"], knobs) + "\n")

@@ -17,7 +17,7 @@ from optuna.distributions import (
 
 from db.engine import engine_options
 from service.schemas import Dimension, StudyCreate
-from workers.optimizers import OPTIMIZERS
+from workers.optimizer_specs import OPTIMIZERS
 from workers.registry import get_workload
 
 # Optuna's default n_startup_trials (10) would make TPE random search for most of a small

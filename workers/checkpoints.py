@@ -11,56 +11,28 @@ A reader never sees half a file: on a local (or mounted) file system a checkpoin
 written to a temporary name in the same directory and renamed over the old one (a rename
 is atomic there); an object store publishes an object only once its upload completed.
 
-The file is ``torch.save`` of ``{"format": 1, "step": k, "state": ...}``: the step is the
-last step the trial reported before saving, so a resumed attempt reports from ``k + 1``.
-Both the service (download, retention) and the workers (save, load) use this module; it
-imports neither.
+The store moves bytes only and imports no torch, so the service (download, retention)
+uses it without the training stack; the file's format is ``workers.checkpoint_format``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import fsspec
-import torch
 from fsspec.implementations.local import LocalFileSystem
 
-FORMAT = 1
+if TYPE_CHECKING:
+    from workers.checkpoint_format import Checkpoint
 
 
 class CheckpointStoreError(RuntimeError):
     """The checkpoint store is full, unreachable or refused a write: the trial fails and is
     re-run (it is not the configuration's fault), with a message saying what to fix."""
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """What a lineage saved last: the step it was saved after, and the saved object."""
-
-    step: int
-    state: Any
-
-
-def encode(step: int, state: Any) -> bytes:
-    """The bytes of a checkpoint file (``torch.save``, so tensors keep dtype and device)."""
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "step": int(step), "state": state}, buffer)
-    return buffer.getvalue()
-
-
-def decode(data: bytes, *, weights_only: bool = True) -> Checkpoint:
-    """Read a checkpoint file. ``weights_only`` (the default) loads tensors, state dicts
-    and plain Python containers without running arbitrary pickled code."""
-    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=weights_only)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError("not an adamp-tune checkpoint file")
-    return Checkpoint(int(payload["step"]), payload["state"])
 
 
 class CheckpointStore:
@@ -136,6 +108,9 @@ class CheckpointStore:
         return read()
 
     def load(self, study_id: int, lineage: int, *, weights_only: bool = True) -> Checkpoint | None:
+        """The lineage's checkpoint, decoded (on a worker: this needs torch)."""
+        from workers.checkpoint_format import decode  # noqa: PLC0415 - torch, workers only
+
         data = self.load_bytes(study_id, lineage)
         return None if data is None else decode(data, weights_only=weights_only)
 

@@ -20,30 +20,15 @@ from typing import Any
 
 import torch
 
-from workers.checkpoints import CheckpointStore, decode, encode
-from workers.optimizers import OPTIMIZERS, build_optimizer
+from workers.checkpoint_format import decode, encode
+from workers.checkpoints import CheckpointStore
+from workers.messages import Report, Resumed
+from workers.optimizer_specs import OPTIMIZERS
+from workers.optimizers import build_optimizer
 
 
 class TrialStopped(Exception):
     """Raised inside a workload when the scheduler has stopped its trial."""
-
-
-@dataclass(frozen=True)
-class Report:
-    """One intermediate value of a trial, as sent to the scheduler."""
-
-    step: int
-    value: float
-    elapsed_s: float
-    scale_invariant_fraction: float | None = None
-
-
-@dataclass(frozen=True)
-class Resumed:
-    """The trial continues from a checkpoint saved after ``step`` by an earlier attempt;
-    sent before its first report, so the scheduler can carry the earlier values over."""
-
-    step: int
 
 
 @dataclass

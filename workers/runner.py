@@ -18,71 +18,27 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from workers.checkpoints import CheckpointStore
-from workers.context import Report, Resumed, TrialContext, TrialStopped
+from workers.context import TrialContext, TrialStopped
+from workers.messages import (
+    Finished,
+    Placement,
+    Report,
+    Resumed,
+    Started,
+    TrialEvent,
+    TrialRequest,
+)
 from workers.registry import UnknownWorkload, get_workload
 
 
-@dataclass(frozen=True)
-class TrialRequest:
-    """Everything a worker needs to run one trial; sent by the scheduler."""
-
-    study_id: int
-    trial_number: int
-    workload: str
-    optimizer: str
-    knobs: dict[str, Any]
-    args: dict[str, Any]
-    seed: int
-    num_cpus: float = 1.0
-    checkpoint_url: str | None = None
-    """Root of the checkpoint store (an fsspec URL); ``None``: checkpointing is off."""
-    lineage: int | None = None
-    """The first attempt's trial number when this is a re-run (its checkpoints are kept
-    under that number); ``None``: ``trial_number``."""
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a trial runs: the Ray node, the process and the GPUs it was given."""
-
-    node_id: str
-    node_ip: str
-    hostname: str
-    pid: int
-    gpu_ids: tuple[str, ...] = ()
-    cuda_visible_devices: str | None = None
-
-    @property
-    def device(self) -> str:
-        """``cuda`` when GPUs were assigned and CUDA is usable here, else ``cpu``."""
-        return "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
-
-
-@dataclass(frozen=True)
-class Started:
-    """First event of every trial: where it runs."""
-
-    placement: Placement
-    device: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Last event of a successful trial: its final metric."""
-
-    value: float
-    duration_s: float
-    steps: int
-    scale_invariant_fraction: float | None = None
-
-
-TrialEvent = Started | Resumed | Report | Finished
+def device_of(placement: Placement) -> str:
+    """``cuda`` when GPUs were assigned and CUDA is usable here, else ``cpu``."""
+    return "cuda" if placement.gpu_ids and torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -114,7 +70,7 @@ def run_trial(
     except UnknownWorkload as err:
         where = f"on {placement.hostname} (Python {sys.executable})"
         raise UnknownWorkload(err.name, err.installed, where) from None
-    device = placement.device
+    device = device_of(placement)
     yield Started(placement, device)
 
     events: queue.Queue[Report | Resumed | None] = queue.Queue()  # None: the workload has returned

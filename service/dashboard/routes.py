@@ -25,7 +25,7 @@ from service.auth import Principal
 from service.checkpoints.links import checkpoint_link
 from service.dashboard.plots import study_plots
 from service.gate import PRINCIPAL_KEY
-from workers.optimizers import python_snippet
+from workers.optimizer_specs import python_snippet
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"

@@ -43,13 +43,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Study, StudyStatus, utcnow
 from service import metrics, repository, trial_queries
 from service.checkpoints import lineage as lineages
+from service.cluster import Cluster, Crashed, Ended, Event, Outcome, Raised
 from service.optuna_glue import build_pruner, build_sampler, distributions_of, split_params
-from service.scheduler.executor import Crashed, Ended, Event, Outcome, Raised, TrialExecutor
 from service.scheduler.lease import Lease
 from service.schemas import StudyCreate
 from workers.checkpoints import CheckpointStoreError
-from workers.context import Report, Resumed
-from workers.runner import Finished, Started, TrialRequest
+from workers.messages import Finished, Report, Resumed, Started, TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ class Scheduler:
         self,
         sessions: sessionmaker[Session],
         storage: optuna.storages.BaseStorage,
-        executor: TrialExecutor,
+        executor: Cluster,
         *,
         lease_s: float = 10.0,
         max_trial_attempts: int = 3,

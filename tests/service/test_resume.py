@@ -1,7 +1,7 @@
 """Re-run trials resume from their checkpoints: the scheduler's side, without a cluster.
 
-Trials run in threads (``ThreadExecutor``) on a real SQLite database; a crash is played by
-an executor that ends a trial's stream with ``Crashed`` after its second report, as a dead
+Trials run in threads (``ThreadCluster``) on a real SQLite database; a crash is played by
+a cluster that ends a trial's stream with ``Crashed`` after its second report, as a dead
 worker does. The tests with real Ray workers are in ``test_resume_cluster.py``.
 """
 
@@ -26,13 +26,15 @@ from db.migrate import upgrade
 from db.models import Study, utcnow
 from service import repository
 from service.checkpoints.retention import sweep
+from service.cluster import Crashed, Ended, Event
+from service.cluster.threads import ThreadCluster, _ThreadTrial
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
-from service.scheduler.executor import Crashed, Ended, Event, ThreadExecutor, _ThreadTrial
 from service.schemas import StudyCreate
-from workers.checkpoints import CheckpointStore, encode
-from workers.context import Report
-from workers.runner import Placement, TrialRequest, run_trial
+from workers.checkpoint_format import encode
+from workers.checkpoints import CheckpointStore
+from workers.messages import Placement, Report, TrialRequest
+from workers.runner import run_trial
 
 Parts = tuple[sessionmaker[Session], optuna.storages.BaseStorage]
 
@@ -49,7 +51,7 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
     engine.dispose()
 
 
-class CrashingExecutor(ThreadExecutor):
+class CrashingCluster(ThreadCluster):
     """Runs trials in threads; the first submission dies after its report of step 1.
     Records the steps each submission reported, to show none is reported twice."""
 
@@ -61,7 +63,7 @@ class CrashingExecutor(ThreadExecutor):
         index = len(self.reported)
         steps: list[int] = []
         self.reported.append(steps)
-        trial = _ThreadTrial(queue.Queue(), threading.Event())
+        trial = _ThreadTrial(queue.Queue(), threading.Event(), cpus, gpus)
         placement = Placement("local", "127.0.0.1", "h", 1)
 
         def target() -> None:
@@ -101,7 +103,7 @@ def _submit(parts: Parts, name: str, **fields: Any) -> Study:
     return repository.create_study(sessions, storage, StudyCreate(**body), owner="tester")
 
 
-def _run(parts: Parts, study: Study, executor: ThreadExecutor, checkpoint_url: str) -> None:
+def _run(parts: Parts, study: Study, executor: ThreadCluster, checkpoint_url: str) -> None:
     sessions, storage = parts
     scheduler = Scheduler(sessions, storage, executor, checkpoint_url=checkpoint_url)
     scheduler.start()
@@ -124,8 +126,8 @@ def _trials(parts: Parts, name: str) -> list[optuna.trial.FrozenTrial]:
 def test_a_crashed_trial_resumes_with_one_clean_curve(parts: Parts, tmp_path: Path) -> None:
     url = str(tmp_path / "checkpoints")
     whole = _submit(parts, "whole")
-    _run(parts, whole, ThreadExecutor(cpus=4), url)
-    crashing = CrashingExecutor()
+    _run(parts, whole, ThreadCluster(cpus=4), url)
+    crashing = CrashingCluster()
     split = _submit(parts, "split")
     _run(parts, split, crashing, url)
 
@@ -147,7 +149,7 @@ def test_an_unusable_store_fails_the_trial_and_reruns_it(parts: Parts, tmp_path:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     study = _submit(parts, "no-store", n_trials=1)
-    _run(parts, study, ThreadExecutor(cpus=4), str(blocker / "checkpoints"))
+    _run(parts, study, ThreadCluster(cpus=4), str(blocker / "checkpoints"))
     trials = _trials(parts, "no-store")
     assert len(trials) == 3, "run again until max_trial_attempts (3)"
     assert all(t.state == TrialState.FAIL for t in trials)
@@ -163,7 +165,7 @@ def test_retention_keeps_the_best_trial_and_removes_deleted_studies(
     sessions, storage = parts
     store = CheckpointStore(str(tmp_path / "checkpoints"))
     study = _submit(parts, "kept", n_trials=3, max_concurrent=3)
-    _run(parts, study, ThreadExecutor(cpus=4), store.url)
+    _run(parts, study, ThreadCluster(cpus=4), store.url)
     best = optuna.load_study(study_name="kept", storage=storage).best_trial.number
     assert store.lineages(study.id) == [0, 1, 2]
     store.save(999, 0, encode(0, {}))  # a study the database no longer has

@@ -22,11 +22,12 @@ from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
 from db.models import Study
 from service import repository
+from service.cluster import Crashed, Event
+from service.cluster.threads import ThreadCluster, _ThreadTrial
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
-from service.scheduler.executor import Crashed, Event, ThreadExecutor, _ThreadTrial
 from service.schemas import StudyCreate
-from workers.runner import Placement, Started, TrialRequest
+from workers.messages import Placement, Started, TrialRequest
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -52,7 +53,7 @@ def parts(database: str) -> Iterator[tuple[sessionmaker[Session], optuna.storage
     engine.dispose()
 
 
-class FlakyExecutor(ThreadExecutor):
+class FlakyExecutor(ThreadCluster):
     """Runs trials in threads, except that chosen submissions (0-based, in order) crash."""
 
     def __init__(
@@ -67,7 +68,7 @@ class FlakyExecutor(ThreadExecutor):
         index = len(self.submitted)
         self.submitted.append(request)
         if self.crash_all or index in self.crash:
-            trial = _ThreadTrial(queue.Queue(), threading.Event())
+            trial = _ThreadTrial(queue.Queue(), threading.Event(), cpus, gpus)
             trial.outcomes.put(Event(Started(Placement("n", "127.0.0.1", "h", 1), "cpu")))
             trial.outcomes.put(Crashed("WorkerCrashedError: the worker died"))
             return trial
@@ -162,7 +163,7 @@ def test_retries_are_bounded(parts) -> None:
 def test_a_restarted_scheduler_reruns_orphans_and_counts_nothing_twice(parts) -> None:
     sessions, storage = parts
     study = _submit(sessions, storage, "orphans", n_trials=5, fixed={"steps": 50, "sleep_s": 0.02})
-    first = Scheduler(sessions, storage, ThreadExecutor(cpus=2), lease_s=2)
+    first = Scheduler(sessions, storage, ThreadCluster(cpus=2), lease_s=2)
     first.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -174,7 +175,7 @@ def test_a_restarted_scheduler_reruns_orphans_and_counts_nothing_twice(parts) ->
     orphaned = {t.number for t in _trials(storage, "orphans") if t.state == TrialState.RUNNING}
     assert len(orphaned) == 2
 
-    second = Scheduler(sessions, storage, ThreadExecutor(cpus=2), lease_s=2)
+    second = Scheduler(sessions, storage, ThreadCluster(cpus=2), lease_s=2)
     second.start()
     try:
         done = _wait_status(sessions, study.id, ("completed", "failed"), timeout_s=60)
@@ -246,7 +247,7 @@ def test_graceful_stop_leaves_nothing_running_and_resumes_later(parts) -> None:
     study = _submit(
         sessions, storage, "graceful", n_trials=4, fixed={"steps": 100, "sleep_s": 0.02}
     )
-    first = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    first = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     first.start()
     while sum(1 for t in _trials(storage, "graceful") if t.state == TrialState.RUNNING) < 2:
         time.sleep(0.05)
@@ -257,7 +258,7 @@ def test_graceful_stop_leaves_nothing_running_and_resumes_later(parts) -> None:
     assert len(stopped) == 2
     assert sum(1 for t in trials if t.state == TrialState.WAITING) == 2, "enqueued to re-run"
 
-    second = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    second = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     second.start()
     try:
         done = _wait_status(sessions, study.id, ("completed",), timeout_s=60)
@@ -283,7 +284,7 @@ def test_users_take_turns_so_a_small_study_is_not_starved(parts) -> None:
     sessions, storage = parts
     slow = {"steps": 4, "sleep_s": 0.03}
     big = _submit(sessions, storage, "big", owner="ann", n_trials=40, max_concurrent=2, fixed=slow)
-    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     scheduler.start()
     try:
         while len(_trials(storage, "big")) < 3:
@@ -384,7 +385,7 @@ def test_a_user_holds_at_most_their_gpu_share(parts) -> None:
         resources=gpu,
         fixed=slow,
     )
-    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=8, gpus=2), max_gpus_per_user=1)
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=8, gpus=2), max_gpus_per_user=1)
     scheduler.start()
     try:
         _wait_status(sessions, ann.id, ("completed",))
@@ -406,7 +407,7 @@ def test_a_user_runs_at_most_their_trials_in_flight(parts) -> None:
     for name, owner in [("ann-a", "ann"), ("ann-b", "ann"), ("ben-a", "ben"), ("root-a", "root")]:
         _submit(sessions, storage, name, owner=owner, n_trials=6, max_concurrent=6, fixed=slow)
     limits = {"ann": 2, "root": None, "": 3}
-    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=16), trial_limits=lambda: limits)
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=16), trial_limits=lambda: limits)
     scheduler.start()
     try:
         with sessions() as session:
@@ -430,7 +431,7 @@ def test_a_trial_that_ignores_its_stop_is_recorded_stopped_after_the_grace(
     monkeypatch.setattr("service.scheduler.core.STOP_GRACE_S", 0.5)
     forced: list[bool] = []
 
-    class Recording(ThreadExecutor):
+    class Recording(ThreadCluster):
         def cancel(self, handle: Any, *, force: bool = False) -> None:
             forced.append(force)
             super().cancel(handle, force=force)
@@ -474,7 +475,7 @@ def test_trials_of_a_study_that_ended_while_no_scheduler_ran_are_closed(parts) -
     left = [loaded.ask(), loaded.ask()]
     loaded.enqueue_trial({"lr": 0.01})
     repository.cancel_study(sessions, study.id, by="tester")
-    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     scheduler.tick()
     trials = _trials(storage, "ended-while-down")
     assert len(trials) == 3
@@ -491,7 +492,7 @@ def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch)
     sessions, storage = parts
     created: list[Study] = []
     real_create = optuna.create_study
-    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
 
     def create_after_a_sync(*args: Any, **kwargs: Any) -> optuna.Study:
         with sessions() as session:
@@ -524,7 +525,7 @@ def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch)
         session.add(orphan)
     with sessions() as session:
         orphan_id = repository.active_studies(session)[0].id
-    later = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    later = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     later._sync_studies()
     with sessions() as session:
         failed = repository.get_study(session, orphan_id)

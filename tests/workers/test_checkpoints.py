@@ -15,10 +15,12 @@ from torch import nn
 
 from adamp import SGDP, AdamP
 from tests.support.s3 import S3Server, s3_server
-from workers.checkpoints import CheckpointStore, CheckpointStoreError, encode
-from workers.context import Report, Resumed, TrialContext
+from workers.checkpoint_format import encode
+from workers.checkpoints import CheckpointStore, CheckpointStoreError
+from workers.context import TrialContext
+from workers.messages import Finished, Placement, Report, Resumed, TrialRequest
 from workers.registry import get_workload
-from workers.runner import Finished, Placement, TrialRequest, run_trial
+from workers.runner import run_trial
 
 
 @pytest.fixture(scope="module")

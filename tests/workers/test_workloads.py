@@ -13,9 +13,11 @@ import torch
 from workers.builtin import mnist1d_cnn
 from workers.builtin.digits_cnn import build_model
 from workers.builtin.synthetic import loss_of
-from workers.optimizers import OPTIMIZERS, build_optimizer, python_snippet
+from workers.messages import Finished, Placement, Report, TrialRequest
+from workers.optimizer_specs import OPTIMIZERS, python_snippet
+from workers.optimizers import build_optimizer
 from workers.registry import get_workload
-from workers.runner import Finished, Placement, Report, TrialRequest, run_trial
+from workers.runner import run_trial
 
 PLACE = Placement("node", "127.0.0.1", "host", 1)
 

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from workers.context import TrialContext
-from workers.optimizers import OPTIMIZERS
+from workers.optimizer_specs import OPTIMIZERS
 from workers.params import ParamSpec
 from workers.registry import SearchRange, Workload, register
 
