@@ -27,8 +27,9 @@ import httpx
 import torch
 
 from benchmarks.service_load import running_service, submit, trials_of, wait_all
+from workers.messages import Finished, Placement, Report, TrialRequest
 from workers.registry import get_workload
-from workers.runner import Finished, Placement, Report, TrialRequest, run_trial
+from workers.runner import run_trial
 
 WORKLOADS = ("mnist1d-cnn", "digits-cnn")
 SETTINGS = {

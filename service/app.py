@@ -12,15 +12,28 @@ from fastapi import FastAPI
 
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
-from service import dashboard, docs, quotas, runtime
-from service.api import cluster, errors, health, session, studies, trials, workloads
+from service import dashboard, docs, quotas
+from service.api import (
+    checkpoints,
+    comparisons,
+    errors,
+    health,
+    session,
+    studies,
+    trials,
+    workloads,
+)
+from service.api import cluster as cluster_api
+from service.checkpoints.retention import Janitor
+from service.cluster import Cluster
+from service.comparisons.driver import ComparisonDriver
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
-from service.scheduler.executor import RayExecutor
 from service.settings import Settings
 from service.state import AppState
+from workers.checkpoints import CheckpointStore, CheckpointStoreError
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +46,9 @@ and `optuna-dashboard` can read it too.
 """
 
 
-def build_state(settings: Settings) -> AppState:
-    """Open the database (migrating it), Optuna's storage, and the scheduler (not started)."""
+def build_state(settings: Settings, cluster: Cluster) -> AppState:
+    """Open the database (migrating it), Optuna's storage, and the scheduler (not started)
+    that runs trials on ``cluster``."""
     url = settings.resolved_database_url
     engine = create_db_engine(url)
     upgrade(engine)
@@ -44,18 +58,19 @@ def build_state(settings: Settings) -> AppState:
         Scheduler(
             sessions,
             storage,
-            RayExecutor(),
+            cluster,
             lease_s=settings.scheduler_lease_s,
             max_trial_attempts=settings.max_trial_attempts,
             max_preemptions=settings.max_preemptions,
             preempt_non_checkpointing=settings.preempt_non_checkpointing,
             max_gpus_per_user=settings.max_gpus_per_user,
             trial_limits=lambda: quotas.running_trial_limits(sessions, settings),
+            checkpoint_url=settings.resolved_checkpoint_url,
         )
         if settings.scheduler
         else None
     )
-    return AppState(settings, engine, sessions, storage, scheduler)
+    return AppState(settings, engine, sessions, storage, scheduler, cluster)
 
 
 def _share_the_interpreter_with_the_scheduler(settings: Settings) -> None:
@@ -72,18 +87,58 @@ def _share_the_interpreter_with_the_scheduler(settings: Settings) -> None:
     sys.setswitchinterval(0.001)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The application; everything heavy happens in its lifespan, not at import."""
+def _checkpoint_janitor(settings: Settings, state: AppState) -> Janitor | None:
+    """Start the clean-up of the checkpoint store where this process runs the scheduler."""
+    url = settings.resolved_checkpoint_url
+    if url is None or not settings.scheduler:
+        return None
+    try:
+        store = CheckpointStore(url)
+    except CheckpointStoreError:
+        log.warning("checkpoints: cannot use the store at %s", url, exc_info=True)
+        return None
+    janitor = Janitor(
+        store,
+        state.sessions,
+        state.storage,
+        settings.checkpoint_retention_s,
+        settings.checkpoint_sweep_s,
+    )
+    janitor.start()
+    return janitor
+
+
+def create_app(settings: Settings | None = None, cluster: Cluster | None = None) -> FastAPI:
+    """The application; everything heavy happens in its lifespan, not at import.
+
+    ``cluster`` is where trials run: by default the Ray of ``settings`` (started or joined
+    when the app starts); tests pass a ``ThreadCluster`` to run the whole app in-process.
+    """
     settings = settings or Settings()
+    if cluster is None:
+        from service.cluster.ray import RayCluster  # noqa: PLC0415 - only Ray's users import Ray
+
+        cluster = RayCluster(settings)
+    trials_on = cluster  # named apart: the closure below must not see ``None``
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        started_ray = runtime.connect_ray(settings)
+        trials_on.start()
         _share_the_interpreter_with_the_scheduler(settings)
-        state = build_state(settings)
+        state = build_state(settings, trials_on)
         app.state.adamp = state
-        if state.scheduler is not None:
-            state.scheduler.start()
+        driver: ComparisonDriver | None = None
+        if (scheduler := state.scheduler) is not None:
+            scheduler.start()
+            # Comparisons advance where the scheduler leads, through ordinary studies.
+            driver = ComparisonDriver(
+                state.sessions,
+                state.storage,
+                is_leader=lambda: scheduler.role == "leader",
+                stop_study=scheduler.request_stop,
+            )
+            driver.start()
+        janitor = _checkpoint_janitor(settings, state)
         log.info(
             "adamp-tune ready on http://%s:%s (database %s)",
             settings.host,
@@ -93,10 +148,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if driver is not None:
+                driver.stop()
             if state.scheduler is not None:
                 state.scheduler.stop(settings.shutdown_grace_s)
+            if janitor is not None:
+                janitor.stop()
             state.engine.dispose()
-            runtime.disconnect_ray(started_here=started_ray)
+            trials_on.close()
 
     app = FastAPI(
         title="adamp-tune",
@@ -116,9 +175,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     for router in (
         studies.router,
+        comparisons.router,
         trials.router,
+        checkpoints.router,
         workloads.router,
-        cluster.router,
+        cluster_api.router,
         health.router,
         session.router,
     ):

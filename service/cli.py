@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from service.client import ApiError, Client
+from service.comparisons.cli import compare
 
 app = typer.Typer(
     help="Tune AdamP/SGDP hyperparameters on a Ray cluster, with results in SQL.",
@@ -196,7 +197,7 @@ def best(
         err_console.print(f"study {study_id} has no complete trial yet ({study['status']})")
         raise typer.Exit(code=1)
     console.print(f"trial {trial['number']}: {study['metric'] or 'value'} = {trial['value']:.6g}")
-    from workers.optimizers import python_snippet  # noqa: PLC0415 - imports torch: only here
+    from workers.optimizer_specs import python_snippet  # noqa: PLC0415
 
     knobs = {**study["fixed"], **trial["params"]}
     sys.stdout.write(python_snippet(study["optimizer"], knobs) + "\n")
@@ -250,6 +251,26 @@ def cancel(
         except ApiError as err:
             raise _fail(err) from err
     console.print(f"study {study_id}: {study['status']}")
+
+
+@app.command()
+def checkpoint(
+    study_id: Annotated[int, typer.Argument(help="study id")],
+    trial: Annotated[int, typer.Argument(help="trial number (see `adamp-tune best`)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="file to write")] = Path(
+        "model.pt"
+    ),
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Download a trial's last checkpoint; `torch.load(FILE, weights_only=True)["state"]`
+    gives back what its workload saved (the built-ins: model, optimizer, schedule)."""
+    with _client(url, token) as client:
+        try:
+            size = client.download_checkpoint(study_id, trial, output)
+        except ApiError as err:
+            raise _fail(err) from err
+    console.print(f"trial {trial} of study {study_id}: {size:,} bytes written to {output}")
 
 
 token_app = typer.Typer(
@@ -417,6 +438,9 @@ def user_limits(
         f"trials in flight {shown(limits.running_trials)}, "
         f"highest priority {shown(limits.max_priority)}"
     )
+
+
+app.command("compare")(compare)
 
 
 def main() -> None:

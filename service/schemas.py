@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from service.names import mixed_scripts, normalize
-from workers.optimizers import OPTIMIZERS, check_optimizer_combination
+from workers.optimizer_specs import OPTIMIZERS, check_optimizer_combination
 from workers.params import MAX_EXACT_INT, ParamSpec
 from workers.registry import all_workloads
 

@@ -8,6 +8,7 @@ import optuna
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.cluster import Cluster
 from service.frozen import FrozenAnswers
 from service.plot_cache import PlotCache
 from service.scheduler import Scheduler
@@ -23,6 +24,8 @@ class AppState:
     sessions: sessionmaker[Session]
     storage: optuna.storages.BaseStorage
     scheduler: Scheduler | None
+    cluster: Cluster
+    """Where trials run; the API reads nodes, capacity and connection from it."""
     importance_cache: PlotCache = field(default_factory=PlotCache)
     """The latest parameter importances of each study, bounded like the plots."""
     page_cache: PlotCache = field(default_factory=lambda: PlotCache(min_refresh_s=0.5))

@@ -29,7 +29,7 @@ from service.schemas import (
     SamplerName,
     StudyCreate,
 )
-from workers.optimizers import OPTIMIZERS
+from workers.optimizer_specs import OPTIMIZERS
 from workers.registry import UnknownWorkload, get_workload
 
 SPEC_VERSION: Literal[1] = 1

@@ -15,7 +15,8 @@ from typing import Any
 
 import ray
 
-from workers.runner import Placement, TrialEvent, TrialRequest, run_trial
+from workers.messages import Placement, TrialEvent, TrialRequest
+from workers.runner import run_trial
 
 
 def current_placement() -> Placement:

@@ -18,65 +18,27 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from workers.context import Report, TrialContext, TrialStopped
+from workers.checkpoints import CheckpointStore
+from workers.context import TrialContext, TrialStopped
+from workers.messages import (
+    Finished,
+    Placement,
+    Report,
+    Resumed,
+    Started,
+    TrialEvent,
+    TrialRequest,
+)
 from workers.registry import UnknownWorkload, get_workload
 
 
-@dataclass(frozen=True)
-class TrialRequest:
-    """Everything a worker needs to run one trial; sent by the scheduler."""
-
-    study_id: int
-    trial_number: int
-    workload: str
-    optimizer: str
-    knobs: dict[str, Any]
-    args: dict[str, Any]
-    seed: int
-    num_cpus: float = 1.0
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a trial runs: the Ray node, the process and the GPUs it was given."""
-
-    node_id: str
-    node_ip: str
-    hostname: str
-    pid: int
-    gpu_ids: tuple[str, ...] = ()
-    cuda_visible_devices: str | None = None
-
-    @property
-    def device(self) -> str:
-        """``cuda`` when GPUs were assigned and CUDA is usable here, else ``cpu``."""
-        return "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
-
-
-@dataclass(frozen=True)
-class Started:
-    """First event of every trial: where it runs."""
-
-    placement: Placement
-    device: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Last event of a successful trial: its final metric."""
-
-    value: float
-    duration_s: float
-    steps: int
-    scale_invariant_fraction: float | None = None
-
-
-TrialEvent = Started | Report | Finished
+def device_of(placement: Placement) -> str:
+    """``cuda`` when GPUs were assigned and CUDA is usable here, else ``cpu``."""
+    return "cuda" if placement.gpu_ids and torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -95,7 +57,8 @@ def seed_everything(seed: int) -> None:
 def run_trial(
     request: TrialRequest, placement: Placement, *, poll_s: float = 0.2
 ) -> Iterator[TrialEvent]:
-    """Run ``request``'s workload and yield ``Started``, then each ``Report``, then ``Finished``.
+    """Run ``request``'s workload and yield ``Started``, then ``Resumed`` if it continues
+    from a checkpoint, then each ``Report``, then ``Finished``.
 
     An exception raised by the workload is re-raised here, so the scheduler sees the
     workload's own error. A workload that returns no value finishes with its last report.
@@ -107,10 +70,10 @@ def run_trial(
     except UnknownWorkload as err:
         where = f"on {placement.hostname} (Python {sys.executable})"
         raise UnknownWorkload(err.name, err.installed, where) from None
-    device = placement.device
+    device = device_of(placement)
     yield Started(placement, device)
 
-    events: queue.Queue[Report | None] = queue.Queue()  # None: the workload has returned
+    events: queue.Queue[Report | Resumed | None] = queue.Queue()  # None: the workload has returned
     ctx = TrialContext(
         optimizer_name=request.optimizer,
         knobs=dict(request.knobs),
@@ -118,6 +81,9 @@ def run_trial(
         seed=request.seed,
         device=torch.device(device),
         emit=events.put,
+        checkpoints=CheckpointStore(request.checkpoint_url) if request.checkpoint_url else None,
+        study_id=request.study_id,
+        lineage=request.trial_number if request.lineage is None else request.lineage,
     )
     outcome = _Outcome()
 
@@ -161,4 +127,5 @@ def run_trial(
         duration_s=time.monotonic() - ctx.started_at,
         steps=ctx.last_step + 1,
         scale_invariant_fraction=ctx.scale_invariant_fraction(),
+        user_attrs={**ctx.user_attrs, "seed": request.seed},
     )

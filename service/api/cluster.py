@@ -1,4 +1,4 @@
-"""``/api/v1/cluster``: Ray nodes, CPUs and GPUs in use, and the queue."""
+"""``/api/v1/cluster``: the cluster's nodes, CPUs and GPUs in use, and the queue."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import Counter
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from service import repository, runtime, trial_queries
-from service.api.deps import SessionDep, current_user
+from service import repository, trial_queries
+from service.api.deps import SessionDep, StateDep, current_user
 from service.api.errors import responses
 from service.scheduler.ledger import counts_of
 from service.schemas import ClusterNodeOut, ClusterOut
@@ -39,33 +39,28 @@ def queue_of(session: Session) -> tuple[int, Counter[str]]:
 
 
 @router.get("/cluster", response_model=ClusterOut)
-def cluster(session: SessionDep) -> ClusterOut:
+def cluster(session: SessionDep, state: StateDep) -> ClusterOut:
     """What the cluster has, what is in use, and how much work waits."""
     nodes = [
         ClusterNodeOut(
-            node_id=n["NodeID"],
-            address=n.get("NodeManagerAddress", ""),
-            alive=bool(n.get("Alive")),
-            is_head="node:__internal_head__" in n.get("Resources", {}),
-            cpus_total=n["Resources"].get("CPU", 0.0),
-            gpus_total=n["Resources"].get("GPU", 0.0),
-            resources={
-                k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")
-            },
+            node_id=n.node_id,
+            address=n.address,
+            alive=n.alive,
+            is_head=n.is_head,
+            cpus_total=n.cpus,
+            gpus_total=n.gpus,
+            resources=dict(n.resources),
         )
-        for n in runtime.ray_nodes()
+        for n in state.cluster.nodes(dead=True)
     ]
-    alive = [n for n in nodes if n.alive]
-    free = runtime.available_resources()
-    cpus_total = sum(n.cpus_total for n in alive)
-    gpus_total = sum(n.gpus_total for n in alive)
+    capacity = state.cluster.capacity()
     running, waiting_by_owner = queue_of(session)
     return ClusterOut(
         nodes=nodes,
-        cpus_total=cpus_total,
-        cpus_in_use=max(0.0, cpus_total - free.get("CPU", cpus_total)),
-        gpus_total=gpus_total,
-        gpus_in_use=max(0.0, gpus_total - free.get("GPU", gpus_total)),
+        cpus_total=capacity.cpus_total,
+        cpus_in_use=max(0.0, capacity.cpus_total - capacity.cpus_free),
+        gpus_total=capacity.gpus_total,
+        gpus_in_use=max(0.0, capacity.gpus_total - capacity.gpus_free),
         running_trials=running,
         queue_depth=sum(waiting_by_owner.values()),
         queue_by_owner=dict(waiting_by_owner),

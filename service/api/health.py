@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-import ray
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -39,9 +38,10 @@ def healthz(state: StateDep, response: Response) -> HealthOut:
     except Exception:
         database = False
         problems.append("database: not answering")
-    ray_ok = ray.is_initialized()
+    connection = state.cluster.connection()
+    ray_ok = connection.connected
     if not ray_ok:
-        problems.append("ray: not connected")
+        problems.append(connection.problem or "ray: not connected")
     elif state.scheduler is not None and state.scheduler.live_cpus() <= 0:
         ray_ok = False
         problems.append("ray: no live node with CPUs can take trials")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from db.models import ACTIVE_STATUSES
-from service import quotas, repository, runtime, trial_queries
+from service import quotas, repository, trial_queries
 from service.api.deps import (
     Offset,
     SessionDep,
@@ -19,6 +19,7 @@ from service.api.deps import (
 from service.api.errors import responses
 from service.api.views import study_out
 from service.auth import Principal
+from service.cluster import Cluster
 from service.errors import Forbidden, InvalidRequest
 from service.frozen import is_frozen, json_response
 from service.importance import importances
@@ -40,22 +41,16 @@ router = APIRouter(
 )
 
 
-def _check_fits_cluster(request: StudyCreate) -> None:
+def _check_fits_cluster(request: StudyCreate, cluster: Cluster) -> None:
     """Reject a per-trial request that no live node could ever satisfy."""
-    nodes = [n for n in runtime.ray_nodes() if n.get("Alive")]
+    nodes = cluster.nodes()
     if not nodes:
         return  # no view of the cluster: the scheduler waits for room instead
     need = request.resources
-    fits = [
-        n
-        for n in nodes
-        if n["Resources"].get("CPU", 0.0) >= need.cpus
-        and n["Resources"].get("GPU", 0.0) >= need.gpus
-    ]
-    if fits:
+    if any(n.cpus >= need.cpus and n.gpus >= need.gpus for n in nodes):
         return
-    most_gpus = max(n["Resources"].get("GPU", 0.0) for n in nodes)
-    most_cpus = max(n["Resources"].get("CPU", 0.0) for n in nodes)
+    most_gpus = max(n.gpus for n in nodes)
+    most_cpus = max(n.cpus for n in nodes)
     field = "gpus" if need.gpus > most_gpus else "cpus"
     raise InvalidRequest(
         ("body", "resources", field),
@@ -94,7 +89,7 @@ def submit_study(request: StudyCreate, state: StateDep, user: UserDep) -> StudyO
     _check_grid(request, state.settings.max_grid_points)
     with state.sessions() as session:
         quotas.check_submission(session, state.settings, user, request.priority)
-    _check_fits_cluster(request)
+    _check_fits_cluster(request, state.cluster)
     study = repository.create_study(state.sessions, state.storage, request, owner=user.name)
     with state.sessions() as session:
         return study_out(session, repository.get_study(session, study.id))

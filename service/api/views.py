@@ -40,17 +40,22 @@ def elapsed_seconds(start: datetime | None, end: datetime | None) -> float | Non
     return seconds if math.isfinite(seconds) else None
 
 
+def trial_counts(session: Session, optuna_study_id: int) -> TrialCounts:
+    """Trials per state and the ledger's counts (``service.scheduler.ledger``)."""
+    ledger = counts_of(trial_queries.ledger_rows(session, optuna_study_id))
+    return TrialCounts(
+        **trial_queries.state_counts(session, optuna_study_id),
+        finished=ledger.finished,
+        retried=ledger.retried,
+    )
+
+
 def study_out(session: Session, study: Study) -> StudyOut:
     """A study with its trial counts and best trial, read from Optuna's tables."""
     counts = TrialCounts()
     best = None
     if study.optuna_study_id is not None:
-        ledger = counts_of(trial_queries.ledger_rows(session, study.optuna_study_id))
-        counts = TrialCounts(
-            **trial_queries.state_counts(session, study.optuna_study_id),
-            finished=ledger.finished,
-            retried=ledger.retried,
-        )
+        counts = trial_counts(session, study.optuna_study_id)
         found = trial_queries.best_trial_number(session, study.optuna_study_id, study.direction)
         if found is not None:
             row = trial_queries.get_trial(session, study.optuna_study_id, found[0])

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from service.api.deps import current_user
 from service.api.errors import responses
 from service.schemas import OptimizerOut, WorkloadArgOut, WorkloadOut
-from workers.optimizers import OPTIMIZERS
+from workers.optimizer_specs import OPTIMIZERS
 from workers.params import ParamSpec
 from workers.registry import all_workloads
 

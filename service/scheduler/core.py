@@ -35,6 +35,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Study, StudyStatus, utcnow
 from service import metrics, repository, trial_queries
+from service.checkpoints import lineage as lineages
+from service.cluster import Cluster
 from service.optuna_glue import build_pruner, build_sampler, distributions_of
 from service.scheduler.attrs import (
     ATTR_ATTEMPT,
@@ -44,15 +46,15 @@ from service.scheduler.attrs import (
     ATTR_RETRY_OF,
     ATTR_STOP_REASON,
 )
-from service.scheduler.ending import StudyEnds, ignore
-from service.scheduler.executor import TrialExecutor
+from service.scheduler.ending import StudyEnds
 from service.scheduler.lease import Lease
 from service.scheduler.ledger import Counts, Ledger
+from service.scheduler.outcomes import ignore
 from service.scheduler.policy import Demand, Holder, Snapshot, decide
 from service.scheduler.recorder import Recorder
 from service.scheduler.tracking import ActiveStudy, RunningTrial
 from service.study_spec import StudySpec
-from workers.runner import TrialRequest
+from workers.messages import TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class Scheduler(StudyEnds):
         self,
         sessions: sessionmaker[Session],
         storage: optuna.storages.BaseStorage,
-        executor: TrialExecutor,
+        executor: Cluster,
         *,
         lease_s: float = 10.0,
         max_trial_attempts: int = 3,
@@ -79,6 +81,7 @@ class Scheduler(StudyEnds):
         holder: str | None = None,
         max_preemptions: int = 3,
         preempt_non_checkpointing: bool = False,
+        checkpoint_url: str | None = None,
     ) -> None:
         self._sessions = sessions
         # One cache layer for every read and write of Optuna's tables in this process.
@@ -90,6 +93,7 @@ class Scheduler(StudyEnds):
         self._max_gpus_per_user = max_gpus_per_user
         self._max_preemptions = max_preemptions
         self._preempt_non_checkpointing = preempt_non_checkpointing
+        self._checkpoint_url = checkpoint_url
         self._read_trial_limits = trial_limits
         self._trial_limits: Mapping[str, int | None] = {}
         """Trials in flight per user (``""``: anyone not listed), re-read at each sync."""
@@ -338,7 +342,11 @@ class Scheduler(StudyEnds):
         log.info("study %s: trial %d was orphaned by a restart", active.name, trial.number)
         self._ledger.ended(active.id, trial.number, "retried" if retry else "failed")
         if retry:
-            user_attrs = {ATTR_ATTEMPT: attempt + 1, ATTR_RETRY_OF: trial.number}
+            user_attrs = {
+                ATTR_ATTEMPT: attempt + 1,
+                ATTR_RETRY_OF: trial.number,
+                lineages.ATTR_LINEAGE: lineages.lineage_of(trial.user_attrs, trial.number),
+            }
             if ATTR_PREEMPTIONS in trial.user_attrs:
                 user_attrs[ATTR_PREEMPTIONS] = trial.user_attrs[ATTR_PREEMPTIONS]
             self._requeue(active, trial.number, dict(trial.params), user_attrs, "orphaned")
@@ -438,6 +446,7 @@ class Scheduler(StudyEnds):
         spec = active.spec
         knobs, args = spec.split_params(trial.params)
         seed_base = spec.seed if spec.seed is not None else active.id * 7919
+        lineage = lineages.lineage_of(attrs, trial.number)  # re-runs: the first attempt's
         request = TrialRequest(
             study_id=active.id,
             trial_number=trial.number,
@@ -445,8 +454,10 @@ class Scheduler(StudyEnds):
             optimizer=spec.optimizer,
             knobs=knobs,
             args=args,
-            seed=(seed_base * 1_000_003 + trial.number) % (2**31),
+            seed=(seed_base * 1_000_003 + lineage) % (2**31),
             num_cpus=spec.resources.cpus,
+            checkpoint_url=self._checkpoint_url,
+            lineage=lineage,
         )
         res = spec.resources
         self._ledger.started(active.id, trial.number, rerun=ATTR_RETRY_OF in attrs)

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import StudyStatus, utcnow
 from service import metrics, repository
+from service.cluster import Ended
 from service.scheduler.attrs import ATTR_STOP_REASON
-from service.scheduler.executor import Ended
 from service.scheduler.lease import Lease
-from service.scheduler.outcomes import Outcomes
+from service.scheduler.outcomes import Outcomes, ignore
 from service.scheduler.tracking import ActiveStudy
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,3 @@ class StudyEnds(Outcomes):
         self.role = "off"
         metrics.SCHEDULER_LEADER.set(0)
         log.info("scheduler stopped")
-
-
-def ignore(_: object) -> None:
-    """Writes queued for their effect only."""

@@ -18,6 +18,8 @@ import optuna
 from optuna.trial import TrialState
 
 from service import metrics
+from service.checkpoints import lineage as lineages
+from service.cluster import Cluster, Crashed, Ended, Event, Outcome, Raised
 from service.scheduler.attrs import (
     ATTR_ATTEMPT,
     ATTR_DURATION,
@@ -29,12 +31,11 @@ from service.scheduler.attrs import (
     ATTR_SIF,
     ATTR_STOP_REASON,
 )
-from service.scheduler.executor import Crashed, Ended, Event, Outcome, Raised, TrialExecutor
 from service.scheduler.ledger import Ending, Ledger
 from service.scheduler.recorder import Recorder
 from service.scheduler.tracking import ActiveStudy, RunningTrial
-from workers.context import Report
-from workers.runner import Finished, Started
+from workers.checkpoints import CheckpointStoreError
+from workers.messages import Finished, Report, Resumed, Started
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ stopped anyway, so its CPUs and GPUs count as free whatever its node does."""
 
 RERUN_REASONS = ("shutdown", "preempted")
 """Stops that re-run the trial (the others end it for good)."""
+
+
+def ignore(_: object) -> None:
+    """Writes queued for their effect only."""
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None) -> None:
@@ -60,7 +65,7 @@ class Outcomes:
     _studies: dict[int, ActiveStudy]
     _storage: optuna.storages.BaseStorage
     _running: dict[int, RunningTrial]
-    _executor: TrialExecutor
+    _executor: Cluster
     _recorder: Recorder
     _ledger: Ledger
     _max_attempts: int
@@ -111,6 +116,10 @@ class Outcomes:
                     "device": device,
                 }
                 self._recorder.user_attrs(trial_id, {ATTR_PLACEMENT: placement})
+            case Event(event=Resumed(step=step)):
+                storage, trial = self._storage, rt.trial
+                # In order: the earlier attempts' reports are written before this copy.
+                self._recorder.call(lambda: ignore(lineages.carry_over(storage, trial, step)))
             case Event(event=Report() as report):
                 rt.last_sif = report.scale_invariant_fraction
                 if rt.stop_reason is not None:
@@ -124,7 +133,7 @@ class Outcomes:
 
                 self._recorder.report(trial_id, report.step, report.value, check)
             case Event(event=Finished() as done):
-                attrs: dict[str, Any] = {ATTR_DURATION: done.duration_s}
+                attrs: dict[str, Any] = {**done.user_attrs, ATTR_DURATION: done.duration_s}
                 if done.scale_invariant_fraction is not None:
                     attrs[ATTR_SIF] = done.scale_invariant_fraction
                 if rt.stop_reason is not None:  # it finished before our stop arrived
@@ -140,6 +149,10 @@ class Outcomes:
                 else:
                     retry = reason if reason in RERUN_REASONS else None
                     self._close(rt, active, TrialState.FAIL, attrs, retry_reason=retry)
+            case Raised(error=error) if error.startswith(CheckpointStoreError.__name__):
+                # The store, not the configuration, failed: run it again like a crash.
+                attrs = {ATTR_ERROR: error, ATTR_STOP_REASON: "checkpoint store"}
+                self._close(rt, active, TrialState.FAIL, attrs, retry_reason="checkpoint store")
             case Raised(error=error):
                 self._close(rt, active, TrialState.FAIL, {ATTR_ERROR: error}, raised=error)
             case Crashed() if rt.stop_reason is not None:
@@ -212,7 +225,8 @@ class Outcomes:
 
     def _enqueue_rerun(self, active: ActiveStudy, rt: RunningTrial, reason: str) -> None:
         number, params = rt.trial.number, dict(rt.trial.params)
-        user_attrs: dict[str, Any] = {ATTR_RETRY_OF: number}
+        lineage = rt.request.lineage if rt.request.lineage is not None else number
+        user_attrs: dict[str, Any] = {ATTR_RETRY_OF: number, lineages.ATTR_LINEAGE: lineage}
         if reason == "preempted":
             user_attrs[ATTR_ATTEMPT] = rt.attempt  # not a failed attempt
             user_attrs[ATTR_PREEMPTIONS] = rt.preemptions + 1

@@ -10,10 +10,10 @@ from typing import Any
 import optuna
 
 from db.models import utcnow
-from service.scheduler.executor import Outcome
+from service.cluster import Outcome
 from service.scheduler.ledger import Counts
 from service.study_spec import StudySpec
-from workers.runner import TrialRequest
+from workers.messages import TrialRequest
 
 
 @dataclass

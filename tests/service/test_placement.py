@@ -119,14 +119,12 @@ def test_a_higher_priority_study_preempts_gpu_trials_which_resume(
     higher-priority study submitted afterwards has its trial running within seconds, when
     a low trial stops at its next report (reports every 0.5 s; a low trial lasts 10 s);
     every low-priority configuration still completes, the preempted one re-run with the
-    same parameters, and the study's events say so. (``synthetic`` does not checkpoint:
-    this service allows preempting such trials.)"""
+    same parameters, one clean curve, and the study's events say so."""
     env = dict(ray_cluster.env, RAY_ADDRESS=ray_cluster.address)
     service = ServiceProcess.start(
         f"sqlite:///{artifacts_dir / 'preempt.db'}",
         env,
         artifacts_dir / "service-preempt.log",
-        preempt_non_checkpointing="true",
     )
     gpu = {"gpus": 1, "cpus": 0.5}
     try:
@@ -164,4 +162,5 @@ def test_a_higher_priority_study_preempts_gpu_trials_which_resume(
     (rerun,) = [t for t in lows if t["retry_of"] == preempted["number"]]
     assert rerun["state"] == "complete"
     assert rerun["params"] == preempted["params"]
+    assert [iv["step"] for iv in rerun["intermediate_values"]] == list(range(20))
     assert [e["kind"] for e in events].count("trial_preempted") == 1

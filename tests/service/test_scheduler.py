@@ -24,13 +24,14 @@ from db.models import Study
 from service import repository, trial_queries
 from service.api.cluster import queue_of
 from service.api.views import study_out
+from service.cluster import Crashed, Event
+from service.cluster.threads import ThreadCluster, _ThreadTrial
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
-from service.scheduler.executor import Crashed, Event, ThreadExecutor, _ThreadTrial
 from service.scheduler.ledger import Counts, counts_of
 from service.schemas import StudyCreate
 from service.study_spec import StudySpec
-from workers.runner import Placement, Started, TrialRequest
+from workers.messages import Placement, Started, TrialRequest
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -56,7 +57,7 @@ def parts(database: str) -> Iterator[tuple[sessionmaker[Session], optuna.storage
     engine.dispose()
 
 
-class FlakyExecutor(ThreadExecutor):
+class FlakyExecutor(ThreadCluster):
     """Runs trials in threads, except that chosen submissions (0-based, in order) crash."""
 
     def __init__(
@@ -71,7 +72,7 @@ class FlakyExecutor(ThreadExecutor):
         index = len(self.submitted)
         self.submitted.append(request)
         if self.crash_all or index in self.crash:
-            trial = _ThreadTrial(queue.Queue(), threading.Event())
+            trial = _ThreadTrial(queue.Queue(), threading.Event(), cpus, gpus)
             trial.outcomes.put(Event(Started(Placement("n", "127.0.0.1", "h", 1), "cpu")))
             trial.outcomes.put(Crashed("WorkerCrashedError: the worker died"))
             return trial
@@ -167,7 +168,7 @@ def test_retries_are_bounded(parts) -> None:
 def test_a_restarted_scheduler_reruns_orphans_and_counts_nothing_twice(parts) -> None:
     sessions, storage = parts
     study = _submit(sessions, storage, "orphans", n_trials=5, fixed={"steps": 50, "sleep_s": 0.02})
-    first = Scheduler(sessions, storage, ThreadExecutor(cpus=2), lease_s=2)
+    first = Scheduler(sessions, storage, ThreadCluster(cpus=2), lease_s=2)
     first.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -179,7 +180,7 @@ def test_a_restarted_scheduler_reruns_orphans_and_counts_nothing_twice(parts) ->
     orphaned = {t.number for t in _trials(storage, "orphans") if t.state == TrialState.RUNNING}
     assert len(orphaned) == 2
 
-    second = Scheduler(sessions, storage, ThreadExecutor(cpus=2), lease_s=2)
+    second = Scheduler(sessions, storage, ThreadCluster(cpus=2), lease_s=2)
     second.start()
     try:
         done = _wait_status(sessions, study.id, ("completed", "failed"), timeout_s=60)
@@ -251,7 +252,7 @@ def test_graceful_stop_leaves_nothing_running_and_resumes_later(parts) -> None:
     study = _submit(
         sessions, storage, "graceful", n_trials=4, fixed={"steps": 100, "sleep_s": 0.02}
     )
-    first = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    first = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     first.start()
     while sum(1 for t in _trials(storage, "graceful") if t.state == TrialState.RUNNING) < 2:
         time.sleep(0.05)
@@ -262,7 +263,7 @@ def test_graceful_stop_leaves_nothing_running_and_resumes_later(parts) -> None:
     assert len(stopped) == 2
     assert sum(1 for t in trials if t.state == TrialState.WAITING) == 2, "enqueued to re-run"
 
-    second = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    second = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     second.start()
     try:
         done = _wait_status(sessions, study.id, ("completed",), timeout_s=60)
@@ -314,7 +315,7 @@ def test_a_trial_that_ignores_its_stop_is_recorded_stopped_after_the_grace(
     monkeypatch.setattr("service.scheduler.outcomes.STOP_GRACE_S", 0.5)
     forced: list[bool] = []
 
-    class Recording(ThreadExecutor):
+    class Recording(ThreadCluster):
         def cancel(self, handle: Any, *, force: bool = False) -> None:
             forced.append(force)
             super().cancel(handle, force=force)
@@ -358,7 +359,7 @@ def test_trials_of_a_study_that_ended_while_no_scheduler_ran_are_closed(parts) -
     left = [loaded.ask(), loaded.ask()]
     loaded.enqueue_trial({"lr": 0.01})
     repository.cancel_study(sessions, study.id, by="tester")
-    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     scheduler.tick()
     trials = _trials(storage, "ended-while-down")
     assert len(trials) == 3
@@ -375,7 +376,7 @@ def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch)
     sessions, storage = parts
     created: list[Study] = []
     real_create = optuna.create_study
-    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
 
     def create_after_a_sync(*args: Any, **kwargs: Any) -> optuna.Study:
         with sessions() as session:
@@ -408,7 +409,7 @@ def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch)
         session.add(orphan)
     with sessions() as session:
         orphan_id = repository.active_studies(session)[0].id
-    later = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    later = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     later._sync_studies()
     with sessions() as session:
         failed = repository.get_study(session, orphan_id)
@@ -470,7 +471,7 @@ def test_a_missing_workload_fails_its_own_trials_not_the_queue(parts) -> None:
         row = session.get(Study, gone.id)
         assert row is not None
         row.spec = {**row.spec, "workload": "uninstalled-plugin"}
-    scheduler = Scheduler(sessions, storage, ThreadExecutor(cpus=2))
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     scheduler.start()
     try:
         assert _wait_status(sessions, fine.id, ("completed", "failed")).status == "completed"

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from workers import registry
-from workers.context import Report, TrialContext
+from workers.context import TrialContext
+from workers.messages import Finished, Placement, Report, Started, TrialRequest
 from workers.registry import UnknownWorkload, Workload, all_workloads, get_workload
-from workers.runner import Finished, Placement, Started, TrialRequest, run_trial
+from workers.runner import run_trial
 
 PLACE = Placement("node", "127.0.0.1", "host", 1)
 
