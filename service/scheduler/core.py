@@ -10,7 +10,7 @@ thread of its own. Each iteration (``tick``) is a short list of phases:
    crashes become ledger events (``ledger.py``) and queued writes (``recorder.py``, on a
    thread of its own, so the database never holds this loop);
 4. ask the policy (``policy.py``, a pure function of a snapshot) which trials to start
-   and which lower-priority trials to preempt, and do it;
+   and which lower-priority trials to preempt, and do it (``dispatch.py``);
 5. end studies: ``n_trials`` finished (complete, pruned, or failed for good), the grid
    exhausted, ``timeout_s`` passed, or every trial failing.
 
@@ -40,21 +40,18 @@ from service.cluster import Cluster
 from service.optuna_glue import build_pruner, build_sampler, distributions_of
 from service.scheduler.attrs import (
     ATTR_ATTEMPT,
-    ATTR_ERROR,
     ATTR_PREEMPTIONS,
     ATTR_RETRIED,
     ATTR_RETRY_OF,
     ATTR_STOP_REASON,
 )
-from service.scheduler.ending import StudyEnds
+from service.scheduler.dispatch import Dispatch
 from service.scheduler.lease import Lease
 from service.scheduler.ledger import Counts, Ledger
 from service.scheduler.outcomes import ignore
-from service.scheduler.policy import Demand, Holder, Snapshot, decide
 from service.scheduler.recorder import Recorder
 from service.scheduler.tracking import ActiveStudy, RunningTrial
 from service.study_spec import StudySpec
-from workers.messages import TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +62,7 @@ CREATION_GRACE_S = 60.0
 """How long a new study's row may wait for its Optuna study before the scheduler gives up."""
 
 
-class Scheduler(StudyEnds):
+class Scheduler(Dispatch):
     """Runs studies on the cluster; start it with ``start()``, stop it with ``stop()``."""
 
     def __init__(
@@ -352,130 +349,3 @@ class Scheduler(StudyEnds):
             self._requeue(active, trial.number, dict(trial.params), user_attrs, "orphaned")
         else:
             metrics.TRIALS_FINISHED.labels("fail").inc()
-
-    # ----------------------------------------------------------------- dispatch
-
-    def _capacity(self) -> tuple[float, float]:
-        """Free CPUs and GPUs of the cluster, by this scheduler's own accounting."""
-        at, cpus, gpus = self._node_cache
-        if time.monotonic() - at > 2.0:
-            nodes = self._executor.nodes()
-            cpus, gpus = sum(n.cpus for n in nodes), sum(n.gpus for n in nodes)
-            self._node_cache = (time.monotonic(), cpus, gpus)
-        used_cpus = sum(rt.cpus for rt in self._running.values())
-        used_gpus = sum(rt.gpus for rt in self._running.values())
-        return cpus - used_cpus, gpus - used_gpus
-
-    def _demand(self, active: ActiveStudy) -> Demand | None:
-        if active.draining or active.status not in (
-            StudyStatus.QUEUED.value,
-            StudyStatus.RUNNING.value,
-        ):
-            return None
-        counts = active.counts
-        room = active.max_concurrent - counts.running
-        startable = min(room, counts.to_start(active.target))
-        if startable <= 0:
-            return None
-        res = active.spec.resources
-        return Demand(
-            study_id=active.id,
-            owner=active.owner,
-            priority=active.priority,
-            cpus=res.cpus,
-            gpus=res.gpus,
-            startable=startable,
-            remaining=active.target - counts.finished,
-            age=(active.created_at.timestamp(), active.id),
-        )
-
-    def _holder(self, key: int, rt: RunningTrial) -> Holder:
-        active = self._studies.get(rt.study_id)
-        checkpoints = active is not None and active.spec.checkpoints
-        return Holder(
-            key=key,
-            study_id=rt.study_id,
-            owner=active.owner if active is not None else "",
-            priority=active.priority if active is not None else 0,
-            cpus=rt.cpus,
-            gpus=rt.gpus,
-            started=rt.started,
-            preemptible=active is not None
-            and rt.preemptions < self._max_preemptions
-            and (checkpoints or self._preempt_non_checkpointing),
-            stopping=rt.stop_reason is not None,
-        )
-
-    def snapshot(self) -> Snapshot:
-        """What the policy decides from (public for tests and diagnostics)."""
-        free_cpus, free_gpus = self._capacity()
-        demands = [d for a in self._studies.values() if (d := self._demand(a)) is not None]
-        return Snapshot(
-            demands=demands,
-            running=[self._holder(k, rt) for k, rt in self._running.items()],
-            free_cpus=free_cpus,
-            free_gpus=free_gpus,
-            served=dict(self._served),
-            serves=self._serves,
-            max_gpus_per_user=self._max_gpus_per_user,
-            trial_limits=dict(self._trial_limits),
-        )
-
-    def _dispatch(self) -> None:
-        """Start what the policy says, and ask the trials it names to make room."""
-        if self._stop.is_set():
-            return
-        decision = decide(self.snapshot())
-        self._served, self._serves = decision.served, decision.serves
-        for key in decision.preempt:
-            victim = self._running.get(key)
-            if victim is not None:
-                self._stop_trial(victim, "preempted")
-        for study_id in decision.starts:
-            active = self._studies.get(study_id)
-            if active is not None and active.draining is None:
-                self._start_trial(active)
-                self._apply_stop_requests()  # a cancel acts mid-dispatch too
-
-    def _start_trial(self, active: ActiveStudy) -> bool:
-        if active.counts.waiting:
-            self._recorder.flush()  # the re-runs' enqueue must be written before the ask
-        trial = active.study.ask(fixed_distributions=active.distributions)
-        attrs = trial.user_attrs
-        attempt = int(attrs.get(ATTR_ATTEMPT, 1))
-        spec = active.spec
-        knobs, args = spec.split_params(trial.params)
-        seed_base = spec.seed if spec.seed is not None else active.id * 7919
-        lineage = lineages.lineage_of(attrs, trial.number)  # re-runs: the first attempt's
-        request = TrialRequest(
-            study_id=active.id,
-            trial_number=trial.number,
-            workload=spec.workload,
-            optimizer=spec.optimizer,
-            knobs=knobs,
-            args=args,
-            seed=(seed_base * 1_000_003 + lineage) % (2**31),
-            num_cpus=spec.resources.cpus,
-            checkpoint_url=self._checkpoint_url,
-            lineage=lineage,
-        )
-        res = spec.resources
-        self._ledger.started(active.id, trial.number, rerun=ATTR_RETRY_OF in attrs)
-        preemptions = int(attrs.get(ATTR_PREEMPTIONS, 0))
-        try:
-            handle = self._executor.submit(request, cpus=res.cpus, gpus=res.gpus)
-        except Exception as err:
-            log.exception("could not submit trial %d of %s", trial.number, active.name)
-            rt = RunningTrial(active.id, trial, None, request, attempt, 0.0, 0.0, preemptions)
-            self._close(
-                rt,
-                active,
-                TrialState.FAIL,
-                {ATTR_ERROR: f"submit: {err}"},
-                retry_reason="submit failed",
-            )
-            return False
-        self._running[id(handle)] = RunningTrial(
-            active.id, trial, handle, request, attempt, res.cpus, res.gpus, preemptions
-        )
-        return True
