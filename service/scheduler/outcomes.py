@@ -84,10 +84,6 @@ class Outcomes:
             if polled is not None:
                 polled.pending = outcome
                 self._process(polled)
-        decided = {trial_id for trial_id, _step in self._recorder.decisions()}
-        for rt in list(self._running.values()) if decided else ():
-            if rt.trial._trial_id in decided:
-                self._stop_trial(rt, "pruned")
 
     def _process(self, rt: RunningTrial) -> None:
         """Apply ``rt.pending``; on an error it stays pending for the next tick."""
@@ -124,14 +120,15 @@ class Outcomes:
                 rt.last_sif = report.scale_invariant_fraction
                 if rt.stop_reason is not None:
                     return
-                check = None
-                if active is not None and active.prunes:
-                    study, storage = active.study, self._storage
-
-                    def check() -> bool:  # on the recorder's thread, the report written
-                        return study.pruner.prune(study, storage.get_trial(trial_id))
-
-                self._recorder.report(trial_id, report.step, report.value, check)
+                if active is None or not active.prunes:
+                    self._recorder.report(trial_id, report.step, report.value)
+                    return
+                # A study with a pruner: written here, so the pruner decides at once on
+                # every report (queued, its decision would come after short trials end).
+                storage, study = self._storage, active.study
+                storage.set_trial_intermediate_value(trial_id, report.step, report.value)
+                if study.pruner.prune(study, storage.get_trial(trial_id)):
+                    self._stop_trial(rt, "pruned")
             case Event(event=Finished() as done):
                 attrs: dict[str, Any] = {**done.user_attrs, ATTR_DURATION: done.duration_s}
                 if done.scale_invariant_fraction is not None:

@@ -13,9 +13,9 @@ Guarantees:
   its tell, and a study's end follows the tells of all its trials (write-ahead order: a
   crash at any point leaves a prefix of the queue written; a trial whose tell was not
   written is still RUNNING in the database, and the next scheduler re-runs it).
-* **Pruning sees every report.** A report of a study with a pruner is written before the
-  pruner is asked, here on the writer thread; its decision comes back to the loop through
-  ``decisions()``.
+* **Pruning sees every report.** Reports of studies with a pruner are not queued: the
+  loop writes each and asks the pruner at once (``outcomes.py``), as a decision that came
+  after a short trial ended would be no decision.
 * **Nothing dropped on a database outage.** A batch that fails on a database error is
   retried (row writes are upserts, so a retry is harmless); a write that fails for a
   reason of its own (the trial was finished meanwhile) is logged and skipped, alone.
@@ -93,7 +93,6 @@ class Recorder:
             raise TypeError("the recorder writes to Optuna's RDB storage")
         self._backend = backend
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._decisions: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pending = 0
         self._lock = threading.Lock()
@@ -140,35 +139,18 @@ class Recorder:
         trial_id: int,
         step: int,
         value: float,
-        prune_check: Callable[[], bool] | None = None,
     ) -> None:
-        """An intermediate value; with ``prune_check``, asked once the value is written
-        and a ``True`` answer queued for ``decisions()``."""
+        """An intermediate value (of a study without a pruner: with one, the loop writes
+        the report itself and asks the pruner at once)."""
         backend = self._backend
         self.rows(
             lambda s: backend._set_trial_intermediate_value_without_commit(s, trial_id, step, value)
         )
-        if prune_check is not None:
-
-            def check() -> None:
-                if prune_check():
-                    self._decisions.put((trial_id, step))
-
-            self.call(check)
 
     def event(self, study_id: int, kind: str, message: str, data: dict[str, Any] | None) -> None:
         self.rows(
             lambda s: s.add(StudyEvent(study_id=study_id, kind=kind, message=message, data=data))
         )
-
-    def decisions(self) -> list[tuple[int, int]]:
-        """``(trial_id, step)`` of the reports the pruner said to prune, since the last call."""
-        out = []
-        while True:
-            try:
-                out.append(self._decisions.get_nowait())
-            except queue.Empty:
-                return out
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written; whether it was in time."""

@@ -1,5 +1,5 @@
-"""The recorder alone: queued writes land in order, batched, a refused one skipped alone,
-and a pruning check sees the report it follows."""
+"""The recorder alone: queued writes land in order, batched, and a refused one is skipped
+alone; an abandoned recorder writes nothing more."""
 
 from __future__ import annotations
 
@@ -47,25 +47,6 @@ def test_writes_land_in_order_and_a_refused_one_alone_is_skipped(storage) -> Non
     assert trial.intermediate_values == {0: 0.5}
     assert "late" not in storage.get_trial(done._trial_id).user_attrs
     assert recorder.backlog == 0
-
-
-def test_a_pruning_check_runs_after_its_report_is_written(storage) -> None:
-    study = optuna.create_study(storage=storage, study_name="prune")
-    trial = study.ask()
-    seen: list[dict[int, float]] = []
-
-    def check() -> bool:
-        values = storage.get_trial(trial._trial_id).intermediate_values
-        seen.append(dict(values))
-        return len(values) >= 2
-
-    recorder = Recorder(storage)
-    recorder.start()
-    for step in range(3):
-        recorder.report(trial._trial_id, step, float(step), check)
-    assert recorder.flush(timeout=30)
-    assert seen == [{0: 0.0}, {0: 0.0, 1: 1.0}, {0: 0.0, 1: 1.0, 2: 2.0}]
-    assert recorder.decisions() == [(trial._trial_id, 1), (trial._trial_id, 2)]
 
 
 def test_an_abandoned_recorder_writes_nothing_more(storage) -> None:
