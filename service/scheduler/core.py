@@ -317,11 +317,9 @@ class Scheduler(Dispatch):
             created_at=record.created_at,
             counts=self._ledger.open(record.id, counts),
         )
-        orphans = [t for t in trials if t.state == TrialState.RUNNING]
-        for trial in orphans:
-            self._recover_orphan(active, trial)
-        if orphans:
-            self._recorder.flush()
+        for trial in trials:
+            if trial.state == TrialState.RUNNING:
+                self._recover_orphan(active, trial)
         return active
 
     def _recover_orphan(self, active: ActiveStudy, trial: FrozenTrial) -> None:

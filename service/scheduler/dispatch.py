@@ -25,6 +25,11 @@ from workers.messages import TrialRequest
 
 log = logging.getLogger(__name__)
 
+FLUSH_WAIT_S = 0.5
+"""How long a start may wait for queued writes (a re-run's enqueue must be in the database
+before Optuna's ``ask`` can hand it out); past it, the study's next start waits a tick, so
+a slow database never holds the loop (and its lease) for long."""
+
 
 class Dispatch(StudyEnds):
     """The part of the scheduler that starts and preempts trials."""
@@ -122,8 +127,8 @@ class Dispatch(StudyEnds):
                 self._apply_stop_requests()  # a cancel acts mid-dispatch too
 
     def _start_trial(self, active: ActiveStudy) -> bool:
-        if active.counts.waiting:
-            self._recorder.flush()  # the re-runs' enqueue must be written before the ask
+        if active.counts.waiting and not self._recorder.flush(timeout=FLUSH_WAIT_S):
+            return False  # its re-runs are not enqueued in the database yet: next tick
         trial = active.study.ask(fixed_distributions=active.distributions)
         attrs = trial.user_attrs
         attempt = int(attrs.get(ATTR_ATTEMPT, 1))

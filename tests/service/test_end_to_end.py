@@ -55,7 +55,15 @@ def test_digits_study_runs_to_completion_and_is_readable_by_optuna(
     done = wait_for(api, study["id"], timeout_s=300)
     assert done["status"] == "completed", done
     assert done["stop_reason"] == "n_trials"
-    assert done["counts"] == {"complete": 6, "running": 0, "waiting": 0, "pruned": 0, "fail": 0}
+    assert done["counts"] == {
+        "complete": 6,
+        "running": 0,
+        "waiting": 0,
+        "pruned": 0,
+        "fail": 0,
+        "finished": 6,
+        "retried": 0,
+    }
     assert done["best_trial"]["value"] > 0.9
     assert done["started_at"]
     assert done["finished_at"]
