@@ -5,6 +5,8 @@ A real service process, a real two-node Ray cluster, real training of the digits
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import optuna
 import pytest
 
@@ -17,10 +19,16 @@ EPOCHS = 6
 
 
 def _max_overlap(trials: list[dict]) -> int:
-    """Largest number of trials that ran at the same instant."""
+    """Largest number of trials that certainly ran at the same instant: a trial's training
+    (``duration_s``, timed by its worker) lies between the service's ask and its tell, which
+    is written after the trial ends (off the scheduler's loop), so it covers at least
+    ``[told - duration, asked + duration]``."""
     edges = []
     for t in trials:
-        edges += [(t["datetime_start"], 1), (t["datetime_complete"], -1)]
+        asked = datetime.fromisoformat(t["datetime_start"])
+        told = datetime.fromisoformat(t["datetime_complete"])
+        duration = timedelta(seconds=t["duration_s"])
+        edges += [(told - duration, 1), (asked + duration, -1)]
     running = peak = 0
     for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
         running += delta
