@@ -85,6 +85,8 @@ def ensure_studies(
             for link, study in store.parts(session, comparison_id)
         }
         session.expunge_all()
+    if comparison.status not in (StudyStatus.QUEUED.value, StudyStatus.RUNNING.value):
+        return  # cancelled or ended meanwhile: nothing more to start
     request = _request(comparison)
     seed = int(comparison.spec["seed"])
     for optimizer in request.optimizers:
