@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import random
 import signal
@@ -149,7 +150,7 @@ def _trial_times(workload: str, store: str | None, epochs: int) -> tuple[float, 
         ]
     finally:
         TrialContext.save_checkpoint = original  # type: ignore[method-assign]
-    per_epoch = statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+    per_epoch = statistics.median(b - a for a, b in itertools.pairwise(stamps))
     size = sum(f.stat().st_size for f in Path(store).rglob("*.pt")) if store else 0
     return per_epoch, statistics.median(saves) if store else 0.0, size
 
