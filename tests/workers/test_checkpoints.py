@@ -194,7 +194,7 @@ def _request(root: Path, workload: str, args: dict[str, Any], trial: int) -> Tri
     [
         ("digits-cnn", {"epochs": 4, "width": 4, "batch_size": 128}),
         ("mnist1d-cnn", {"epochs": 4, "width": 4, "batch_size": 256}),
-        ("synthetic", {"steps": 6, "noise": 0.3}),
+        ("synthetic", {"steps": 6, "noise": 0.3, "sleep_s": 0.01}),
     ],
 )
 def test_a_stopped_builtin_resumes_and_ends_where_an_uninterrupted_run_ends(
