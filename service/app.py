@@ -13,10 +13,20 @@ from fastapi import FastAPI
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
 from service import dashboard, docs, quotas
-from service.api import checkpoints, errors, health, session, studies, trials, workloads
+from service.api import (
+    checkpoints,
+    comparisons,
+    errors,
+    health,
+    session,
+    studies,
+    trials,
+    workloads,
+)
 from service.api import cluster as cluster_api
 from service.checkpoints.retention import Janitor
 from service.cluster import Cluster
+from service.comparisons.driver import ComparisonDriver
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
 from service.optuna_glue import storage_for
@@ -115,8 +125,17 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         _share_the_interpreter_with_the_scheduler(settings)
         state = build_state(settings, trials_on)
         app.state.adamp = state
-        if state.scheduler is not None:
-            state.scheduler.start()
+        driver: ComparisonDriver | None = None
+        if (scheduler := state.scheduler) is not None:
+            scheduler.start()
+            # Comparisons advance where the scheduler leads, through ordinary studies.
+            driver = ComparisonDriver(
+                state.sessions,
+                state.storage,
+                is_leader=lambda: scheduler.role == "leader",
+                stop_study=scheduler.request_stop,
+            )
+            driver.start()
         janitor = _checkpoint_janitor(settings, state)
         log.info(
             "adamp-tune ready on http://%s:%s (database %s)",
@@ -127,6 +146,8 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         try:
             yield
         finally:
+            if driver is not None:
+                driver.stop()
             if state.scheduler is not None:
                 state.scheduler.stop(settings.shutdown_grace_s)
             if janitor is not None:
@@ -152,6 +173,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     app.add_middleware(SecurityHeaders)
     for router in (
         studies.router,
+        comparisons.router,
         trials.router,
         checkpoints.router,
         workloads.router,

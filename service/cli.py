@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from service.client import ApiError, Client
+from service.comparisons.cli import compare
 
 app = typer.Typer(
     help="Tune AdamP/SGDP hyperparameters on a Ray cluster, with results in SQL.",
@@ -437,6 +438,9 @@ def user_limits(
         f"trials in flight {shown(limits.running_trials)}, "
         f"highest priority {shown(limits.max_priority)}"
     )
+
+
+app.command("compare")(compare)
 
 
 def main() -> None:

@@ -144,6 +144,48 @@ class Client:
         result: dict[str, Any] = self._call("GET", "/api/v1/cluster")
         return result
 
+    def compare(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit a comparison (the body of ``POST /api/v1/comparisons``); returns it."""
+        result: dict[str, Any] = self._call("POST", "/api/v1/comparisons", json=spec)
+        return result
+
+    def comparisons(self, **filters: Any) -> dict[str, Any]:
+        """A page of comparisons: ``status``, ``owner``, ``workload``, ``limit``, ``offset``."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        result: dict[str, Any] = self._call("GET", "/api/v1/comparisons", params=params)
+        return result
+
+    def comparison(self, comparison_id: int) -> dict[str, Any]:
+        """One comparison with its studies and report (provisional until it completes)."""
+        result: dict[str, Any] = self._call("GET", f"/api/v1/comparisons/{comparison_id}")
+        return result
+
+    def cancel_comparison(self, comparison_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/api/v1/comparisons/{comparison_id}/cancel")
+        return result
+
+    def wait_comparison(
+        self,
+        comparison_id: int,
+        *,
+        poll_s: float = 2.0,
+        timeout_s: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the comparison ends; returns it with its final report."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            found = self.comparison(comparison_id)
+            if on_progress is not None:
+                on_progress(found)
+            if found["status"] in FINAL_STATUSES:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"comparison {comparison_id} still {found['status']} after {timeout_s}s"
+                )
+            time.sleep(poll_s)
+
     def wait(
         self,
         study_id: int,

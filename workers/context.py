@@ -11,6 +11,7 @@ then raises ``TrialStopped``, which the workload should let propagate.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -25,6 +26,11 @@ from workers.checkpoints import CheckpointStore
 from workers.messages import Report, Resumed
 from workers.optimizer_specs import OPTIMIZERS
 from workers.optimizers import build_optimizer
+
+MAX_USER_ATTRS = 16
+MAX_USER_ATTR_BYTES = 16_384
+"""A trial's own attributes are few and small: they travel in its last event and land in
+Optuna's trial row."""
 
 
 class TrialStopped(Exception):
@@ -45,6 +51,8 @@ class TrialContext:
     started_at: float = field(default_factory=time.monotonic, repr=False)
     last_value: float | None = None
     last_step: int = -1
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    """What the workload recorded with ``set_user_attr``; stored with the finished trial."""
     _optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     checkpoints: CheckpointStore | None = field(default=None, repr=False)
     """Where this trial's checkpoints go; ``None``: checkpointing is off (saves are
@@ -103,6 +111,24 @@ class TrialContext:
         # One host sync per report (once per epoch), never inside the optimizer step.
         projecting: Any = opt  # adamp.AdamP / SGDP
         return float(projecting.scale_invariant_fraction().item())
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Record ``value`` (JSON: numbers, strings, lists) under ``key`` on the trial, as an
+        Optuna user attribute once it finishes (e.g. ``weight_norms`` over training).
+
+        At most ``MAX_USER_ATTRS`` keys of ``MAX_USER_ATTR_BYTES`` each, so a workload
+        cannot bloat the trials table; a later call replaces the value.
+        """
+        if not isinstance(key, str) or not 0 < len(key) <= 64:
+            raise ValueError("a user attribute's key is a string of 1 to 64 characters")
+        if key not in self.user_attrs and len(self.user_attrs) >= MAX_USER_ATTRS:
+            raise ValueError(f"at most {MAX_USER_ATTRS} user attributes per trial")
+        size = len(json.dumps(value, allow_nan=False))
+        if size > MAX_USER_ATTR_BYTES:
+            raise ValueError(
+                f"user attribute {key!r} is {size:,} bytes as JSON; at most {MAX_USER_ATTR_BYTES:,}"
+            )
+        self.user_attrs[key] = value
 
     def should_stop(self) -> bool:
         """Whether the scheduler stopped this trial; long epochs may poll it to stop sooner."""

@@ -7,7 +7,7 @@ side (``workers.runner``) imports them too and adds what needs torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -80,6 +80,9 @@ class Finished:
     duration_s: float
     steps: int
     scale_invariant_fraction: float | None = None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    """Stored on the trial: the workload's own (``TrialContext.set_user_attr``) and its
+    ``seed``, so a result can be reproduced and paired with another optimizer's."""
 
 
 TrialEvent = Started | Resumed | Report | Finished

@@ -127,4 +127,5 @@ def run_trial(
         duration_s=time.monotonic() - ctx.started_at,
         steps=ctx.last_step + 1,
         scale_invariant_fraction=ctx.scale_invariant_fraction(),
+        user_attrs={**ctx.user_attrs, "seed": request.seed},
     )

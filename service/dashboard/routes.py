@@ -18,12 +18,15 @@ from fastapi.templating import Jinja2Templates
 
 from db.models import StudyStatus
 from service import repository
+from service.api.comparisons import ComparisonId
 from service.api.deps import SessionDep, StateDep, StudyId, current_user
 from service.api.errors import responses
 from service.api.views import study_out
 from service.auth import Principal
 from service.checkpoints.links import checkpoint_link
-from service.dashboard.plots import study_plots
+from service.comparisons import store
+from service.comparisons.views import comparison_out
+from service.dashboard.plots import comparison_plots, study_plots
 from service.gate import PRINCIPAL_KEY
 from workers.optimizer_specs import python_snippet
 
@@ -63,6 +66,12 @@ def studies_page(request: Request, state: StateDep) -> HTMLResponse:
 def study_page(study_id: StudyId, request: Request, state: StateDep) -> HTMLResponse:
     """One study, live while it runs."""
     return _page(request, state, "study.html", page="study", study_id=study_id)
+
+
+@router.get("/comparisons/{comparison_id}", response_class=HTMLResponse)
+def comparison_page(comparison_id: ComparisonId, request: Request, state: StateDep) -> HTMLResponse:
+    """One comparison: its studies, verdict, curves side by side, seeds and weight norms."""
+    return _page(request, state, "comparison.html", page="comparison", comparison_id=comparison_id)
 
 
 @router.get("/dashboard/plotly.min.js")
@@ -121,6 +130,16 @@ def best_configuration(study_id: StudyId, session: SessionDep, state: StateDep) 
         "python": python_snippet(out.optimizer, values),
         "checkpoint": checkpoint_link(state, record.id, record.optuna_study_id, number),
     }
+
+
+@data.get("/comparisons/{comparison_id}/plots")
+def comparison_figures(comparison_id: ComparisonId, state: StateDep) -> dict[str, Any]:
+    """The comparison's figures, from its report (provisional while it runs)."""
+    with state.sessions() as session:
+        out = comparison_out(session, state.storage, store.get_comparison(session, comparison_id))
+    if out.report is None:
+        return {"plots": [], "note": "no report yet"}
+    return {"plots": comparison_plots(out.report.model_dump()), "note": None}
 
 
 router.include_router(data)

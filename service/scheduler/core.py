@@ -606,7 +606,7 @@ class Scheduler:
                 if active is not None and rt.trial.should_prune():
                     self._stop_trial(rt, "pruned")
             case Event(event=Finished() as done):
-                attrs: dict[str, Any] = {ATTR_DURATION: done.duration_s}
+                attrs: dict[str, Any] = {**done.user_attrs, ATTR_DURATION: done.duration_s}
                 if done.scale_invariant_fraction is not None:
                     attrs[ATTR_SIF] = done.scale_invariant_fraction
                 if rt.stop_reason is not None:  # it finished before our stop arrived

@@ -219,3 +219,4 @@ def test_a_stopped_builtin_resumes_and_ends_where_an_uninterrupted_run_ends(
     assert isinstance(whole[-1], Finished)
     assert isinstance(resumed[-1], Finished)
     assert resumed[-1].value == whole[-1].value
+    assert resumed[-1].user_attrs == whole[-1].user_attrs, "weight norms of every epoch too"
