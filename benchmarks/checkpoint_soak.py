@@ -1,7 +1,7 @@
 """What checkpoints save and cost: the soak with worker kills, with checkpointing on and off,
 and the time a checkpoint adds to an epoch of the built-in CNNs.
 
-    python -m benchmarks.checkpoint_soak soak [--studies 4 --trials 10 --kill-every 2]
+    python -m benchmarks.checkpoint_soak soak [--studies 3 --trials 8 --kill-every 5]
     python -m benchmarks.checkpoint_soak overhead [--repeats 3]
 
 ``soak`` runs the same studies twice through ``adamp-tune serve`` (2-CPU local Ray, as
@@ -180,11 +180,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("soak")
-    p.add_argument("--studies", type=int, default=4)
-    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--studies", type=int, default=3)
+    p.add_argument("--trials", type=int, default=8)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--sleep-s", type=float, default=0.2)
-    p.add_argument("--kill-every", type=float, default=2.0)
+    p.add_argument("--sleep-s", type=float, default=0.3)
+    p.add_argument("--kill-every", type=float, default=5.0)
     p = sub.add_parser("overhead")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--epochs", type=int, default=8)

@@ -706,8 +706,10 @@ class Scheduler:
         params: dict[str, Any],
         attempt: int,
         reason: str,
-        lineage: int,
+        lineage: int | None = None,
     ) -> None:
+        if lineage is None:  # the first attempt's number: the re-run resumes its checkpoint
+            lineage = lineages.trial_lineage(self._storage, active.study._study_id, number)
         active.study.enqueue_trial(
             params,
             user_attrs={
