@@ -220,3 +220,63 @@ class ApiToken(Base):
     """After this the token is refused (401, saying it expired); ``None`` never expires."""
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Comparison(Base):
+    """Optimizers tuned side by side on one workload, then re-trained on fresh seeds.
+
+    Its studies are ordinary studies (``ComparisonStudy`` links them); ``phase`` says which
+    step the driver (``service.comparisons.driver``) takes next, ``report`` holds the
+    statistics once the evaluation studies have ended.
+    """
+
+    __tablename__ = f"{TABLE_PREFIX}comparisons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    name_key: Mapped[str] = mapped_column(String(512), unique=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    workload: Mapped[str] = mapped_column(String(64), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The request as validated (``ComparisonCreate``)."""
+    status: Mapped[str] = mapped_column(String(16), default=StudyStatus.QUEUED.value)
+    phase: Mapped[str] = mapped_column(String(16), default="tuning")
+    """``tuning`` -> ``evaluating`` -> ``done``."""
+    stop_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    parts: Mapped[list[ComparisonStudy]] = relationship(
+        back_populates="comparison", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'completed', 'failed', 'cancelled')",
+            name="status",
+        ),
+        CheckConstraint("phase IN ('tuning', 'evaluating', 'done')", name="phase"),
+    )
+
+
+class ComparisonStudy(Base):
+    """One study of a comparison: the tuning or the evaluation study of one optimizer."""
+
+    __tablename__ = f"{TABLE_PREFIX}comparison_studies"
+
+    comparison_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{TABLE_PREFIX}comparisons.id", ondelete="CASCADE"), primary_key=True
+    )
+    optimizer: Mapped[str] = mapped_column(String(16), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8), primary_key=True)
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{TABLE_PREFIX}studies.id", ondelete="CASCADE"), unique=True
+    )
+
+    comparison: Mapped[Comparison] = relationship(back_populates="parts")
+
+    __table_args__ = (CheckConstraint("role IN ('tune', 'eval')", name="role"),)

@@ -13,15 +13,27 @@ from fastapi import FastAPI
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
 from service import dashboard, docs, quotas
+from service.api import (
+    checkpoints,
+    comparisons,
+    errors,
+    health,
+    session,
+    studies,
+    trials,
+    workloads,
+)
 from service.api import cluster as cluster_api
-from service.api import errors, health, session, studies, trials, workloads
+from service.checkpoints.retention import Janitor
 from service.cluster import Cluster
+from service.comparisons.driver import ComparisonDriver
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
 from service.settings import Settings
 from service.state import AppState
+from workers.checkpoints import CheckpointStore, CheckpointStoreError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,7 @@ def build_state(settings: Settings, cluster: Cluster) -> AppState:
             max_trial_attempts=settings.max_trial_attempts,
             max_gpus_per_user=settings.max_gpus_per_user,
             trial_limits=lambda: quotas.running_trial_limits(sessions, settings),
+            checkpoint_url=settings.resolved_checkpoint_url,
         )
         if settings.scheduler
         else None
@@ -72,6 +85,27 @@ def _share_the_interpreter_with_the_scheduler(settings: Settings) -> None:
     sys.setswitchinterval(0.001)
 
 
+def _checkpoint_janitor(settings: Settings, state: AppState) -> Janitor | None:
+    """Start the clean-up of the checkpoint store where this process runs the scheduler."""
+    url = settings.resolved_checkpoint_url
+    if url is None or not settings.scheduler:
+        return None
+    try:
+        store = CheckpointStore(url)
+    except CheckpointStoreError:
+        log.warning("checkpoints: cannot use the store at %s", url, exc_info=True)
+        return None
+    janitor = Janitor(
+        store,
+        state.sessions,
+        state.storage,
+        settings.checkpoint_retention_s,
+        settings.checkpoint_sweep_s,
+    )
+    janitor.start()
+    return janitor
+
+
 def create_app(settings: Settings | None = None, cluster: Cluster | None = None) -> FastAPI:
     """The application; everything heavy happens in its lifespan, not at import.
 
@@ -91,8 +125,18 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         _share_the_interpreter_with_the_scheduler(settings)
         state = build_state(settings, trials_on)
         app.state.adamp = state
-        if state.scheduler is not None:
-            state.scheduler.start()
+        driver: ComparisonDriver | None = None
+        if (scheduler := state.scheduler) is not None:
+            scheduler.start()
+            # Comparisons advance where the scheduler leads, through ordinary studies.
+            driver = ComparisonDriver(
+                state.sessions,
+                state.storage,
+                is_leader=lambda: scheduler.role == "leader",
+                stop_study=scheduler.request_stop,
+            )
+            driver.start()
+        janitor = _checkpoint_janitor(settings, state)
         log.info(
             "adamp-tune ready on http://%s:%s (database %s)",
             settings.host,
@@ -102,8 +146,12 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         try:
             yield
         finally:
+            if driver is not None:
+                driver.stop()
             if state.scheduler is not None:
                 state.scheduler.stop(settings.shutdown_grace_s)
+            if janitor is not None:
+                janitor.stop()
             state.engine.dispose()
             trials_on.close()
 
@@ -125,7 +173,9 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     app.add_middleware(SecurityHeaders)
     for router in (
         studies.router,
+        comparisons.router,
         trials.router,
+        checkpoints.router,
         workloads.router,
         cluster_api.router,
         health.router,

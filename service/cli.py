@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from service.client import ApiError, Client
+from service.comparisons.cli import compare
 
 app = typer.Typer(
     help="Tune AdamP/SGDP hyperparameters on a Ray cluster, with results in SQL.",
@@ -252,6 +253,26 @@ def cancel(
     console.print(f"study {study_id}: {study['status']}")
 
 
+@app.command()
+def checkpoint(
+    study_id: Annotated[int, typer.Argument(help="study id")],
+    trial: Annotated[int, typer.Argument(help="trial number (see `adamp-tune best`)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="file to write")] = Path(
+        "model.pt"
+    ),
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Download a trial's last checkpoint; `torch.load(FILE, weights_only=True)["state"]`
+    gives back what its workload saved (the built-ins: model, optimizer, schedule)."""
+    with _client(url, token) as client:
+        try:
+            size = client.download_checkpoint(study_id, trial, output)
+        except ApiError as err:
+            raise _fail(err) from err
+    console.print(f"trial {trial} of study {study_id}: {size:,} bytes written to {output}")
+
+
 token_app = typer.Typer(
     help="Manage API tokens (works on the database directly; the service need not run).",
     no_args_is_help=True,
@@ -417,6 +438,9 @@ def user_limits(
         f"trials in flight {shown(limits.running_trials)}, "
         f"highest priority {shown(limits.max_priority)}"
     )
+
+
+app.command("compare")(compare)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,13 +55,17 @@ class Client:
                 0, f"cannot reach the service at {self._http.base_url} ({err}); is it running?"
             ) from err
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"message": response.text}
-            message = body.get("message") or str(body.get("detail"))
-            raise ApiError(response.status_code, message, body.get("detail"))
+            self._raise(response)
         return response.json()
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text}
+        message = body.get("message") or str(body.get("detail"))
+        raise ApiError(response.status_code, message, body.get("detail"))
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Submit a study (the body of ``POST /api/v1/studies``); returns the study."""
@@ -102,6 +107,35 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/api/v1/studies/{study_id}/importance")
         return result
 
+    def download_checkpoint(self, study_id: int, number: int, path: str | Path) -> int:
+        """Save trial ``number``'s last checkpoint to ``path``; returns its size in bytes.
+
+        The file is streamed to a temporary name beside ``path`` and renamed when complete,
+        so an interrupted download never leaves half a file where the model should be."""
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.part")
+        route = f"/api/v1/studies/{study_id}/trials/{number}/checkpoint"
+        try:
+            with self._http.stream("GET", route) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise(response)
+                size = 0
+                with partial.open("wb") as out:
+                    for piece in response.iter_bytes():
+                        out.write(piece)
+                        size += len(piece)
+        except httpx.TransportError as err:
+            partial.unlink(missing_ok=True)
+            raise ApiError(
+                0, f"cannot reach the service at {self._http.base_url} ({err}); is it running?"
+            ) from err
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(target)
+        return size
+
     def workloads(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/api/v1/workloads")
         return result
@@ -109,6 +143,48 @@ class Client:
     def cluster(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/api/v1/cluster")
         return result
+
+    def compare(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit a comparison (the body of ``POST /api/v1/comparisons``); returns it."""
+        result: dict[str, Any] = self._call("POST", "/api/v1/comparisons", json=spec)
+        return result
+
+    def comparisons(self, **filters: Any) -> dict[str, Any]:
+        """A page of comparisons: ``status``, ``owner``, ``workload``, ``limit``, ``offset``."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        result: dict[str, Any] = self._call("GET", "/api/v1/comparisons", params=params)
+        return result
+
+    def comparison(self, comparison_id: int) -> dict[str, Any]:
+        """One comparison with its studies and report (provisional until it completes)."""
+        result: dict[str, Any] = self._call("GET", f"/api/v1/comparisons/{comparison_id}")
+        return result
+
+    def cancel_comparison(self, comparison_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/api/v1/comparisons/{comparison_id}/cancel")
+        return result
+
+    def wait_comparison(
+        self,
+        comparison_id: int,
+        *,
+        poll_s: float = 2.0,
+        timeout_s: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the comparison ends; returns it with its final report."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            found = self.comparison(comparison_id)
+            if on_progress is not None:
+                on_progress(found)
+            if found["status"] in FINAL_STATUSES:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"comparison {comparison_id} still {found['status']} after {timeout_s}s"
+                )
+            time.sleep(poll_s)
 
     def wait(
         self,

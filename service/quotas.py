@@ -62,8 +62,11 @@ def running_trial_limits(
     return limits
 
 
-def check_submission(session: Session, settings: Settings, user: Principal, priority: int) -> None:
-    """Refuse a new study over the user's queue limit (429) or priority cap (403)."""
+def check_submission(
+    session: Session, settings: Settings, user: Principal, priority: int, new_studies: int = 1
+) -> None:
+    """Refuse ``new_studies`` new studies (a comparison queues several at once) over the
+    user's queue limit (429) or priority cap (403)."""
     if user.admin:
         return
     limits = limits_of(session, settings, user.name)
@@ -75,9 +78,10 @@ def check_submission(session: Session, settings: Settings, user: Principal, prio
         .select_from(Study)
         .where(Study.owner == user.name, Study.status.in_(ACTIVE_STATUSES))
     )
-    if (active or 0) >= limits.active_studies:
+    if (active or 0) + new_studies > limits.active_studies:
+        asked = "" if new_studies == 1 else f" and asks for {new_studies} more at once"
         raise TooMany(
-            f"{user.name} has {active} studies queued or running, the most allowed "
+            f"{user.name} has {active} studies queued or running{asked}, the most allowed "
             f"({limits.active_studies}); wait for one to end, cancel one, or ask an admin "
             "to raise your limit (`adamp-tune user limits`)"
         )

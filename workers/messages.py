@@ -7,7 +7,7 @@ side (``workers.runner``) imports them too and adds what needs torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -23,6 +23,11 @@ class TrialRequest:
     args: dict[str, Any]
     seed: int
     num_cpus: float = 1.0
+    checkpoint_url: str | None = None
+    """Root of the checkpoint store (an fsspec URL); ``None``: checkpointing is off."""
+    lineage: int | None = None
+    """The first attempt's trial number when this is a re-run (its checkpoints are kept
+    under that number); ``None``: ``trial_number``."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,14 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """The trial continues from a checkpoint saved after ``step`` by an earlier attempt;
+    sent before its first report, so the scheduler can carry the earlier values over."""
+
+    step: int
+
+
+@dataclass(frozen=True)
 class Finished:
     """Last event of a successful trial: its final metric."""
 
@@ -67,6 +80,9 @@ class Finished:
     duration_s: float
     steps: int
     scale_invariant_fraction: float | None = None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    """Stored on the trial: the workload's own (``TrialContext.set_user_attr``) and its
+    ``seed``, so a result can be reproduced and paired with another optimizer's."""
 
 
-TrialEvent = Started | Report | Finished
+TrialEvent = Started | Resumed | Report | Finished

@@ -173,3 +173,72 @@ def study_plots(study: optuna.Study, group: str | None = None) -> dict[str, Any]
     if group is not None:
         plots = [p for p in plots if p["key"].startswith(SLOW_KEYS) == (group == SLOW)]
     return {"n_complete": n, "plots": [_render(p) for p in plots]}
+
+
+# --- comparisons -------------------------------------------------------------------------
+
+_COLORS = {"adamp": "#d62728", "adamw": "#1f77b4", "sgdp": "#ff7f0e", "sgd": "#2ca02c"}
+
+
+def comparison_plots(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """A comparison's figures (Plotly JSON): tuning curves side by side, the evaluation
+    seeds' values, and the weight norms of each best configuration over training."""
+    import plotly.graph_objects as go  # noqa: PLC0415 - plotly loads only for pages
+
+    metric = report.get("metric") or "value"
+    tuning, seeds, norms = go.Figure(), go.Figure(), go.Figure()
+    for o in report["optimizers"]:
+        name, color = o["optimizer"], _COLORS.get(o["optimizer"])
+        curve = o.get("best_so_far") or []
+        tuning.add_trace(
+            go.Scatter(
+                x=list(range(1, len(curve) + 1)),
+                y=curve,
+                mode="lines+markers",
+                name=name,
+                line={"color": color, "shape": "hv"},
+            )
+        )
+        values = (o.get("evaluation") or {}).get("values") or []
+        seeds.add_trace(
+            go.Box(y=values, name=name, boxpoints="all", jitter=0.3, marker_color=color)
+        )
+        if o.get("weight_norms"):
+            norms.add_trace(
+                go.Scatter(
+                    x=list(range(len(o["weight_norms"]))),
+                    y=o["weight_norms"],
+                    mode="lines",
+                    name=name,
+                    line={"color": color},
+                )
+            )
+    tuning.update_layout(
+        title="Best so far against tuning trials",
+        xaxis_title="tuning trials",
+        yaxis_title=f"best {metric}",
+    )
+    seeds.update_layout(title="Best configuration re-trained on fresh seeds", yaxis_title=metric)
+    norms.update_layout(
+        title="Norm of the scale-invariant weights (best configuration, mean over seeds)",
+        xaxis_title="epoch (0: at initialisation)",
+        yaxis_title="L2 norm",
+    )
+    out = [
+        {"key": "tuning", "title": "Tuning efficiency", "figure": json.loads(tuning.to_json())},
+        {"key": "seeds", "title": "Evaluation seeds", "figure": json.loads(seeds.to_json())},
+    ]
+    if norms.data:
+        out.append(
+            {"key": "weight-norms", "title": "Weight norms", "figure": json.loads(norms.to_json())}
+        )
+    else:
+        out.append(
+            {
+                "key": "weight-norms",
+                "title": "Weight norms",
+                "figure": None,
+                "note": "the workload does not report the norms of its weights",
+            }
+        )
+    return out

@@ -18,11 +18,15 @@ from fastapi.templating import Jinja2Templates
 
 from db.models import StudyStatus
 from service import repository
+from service.api.comparisons import ComparisonId
 from service.api.deps import SessionDep, StateDep, StudyId, current_user
 from service.api.errors import responses
 from service.api.views import study_out
 from service.auth import Principal
-from service.dashboard.plots import study_plots
+from service.checkpoints.links import checkpoint_link
+from service.comparisons import store
+from service.comparisons.views import comparison_out
+from service.dashboard.plots import comparison_plots, study_plots
 from service.gate import PRINCIPAL_KEY
 from workers.optimizer_specs import python_snippet
 
@@ -62,6 +66,12 @@ def studies_page(request: Request, state: StateDep) -> HTMLResponse:
 def study_page(study_id: StudyId, request: Request, state: StateDep) -> HTMLResponse:
     """One study, live while it runs."""
     return _page(request, state, "study.html", page="study", study_id=study_id)
+
+
+@router.get("/comparisons/{comparison_id}", response_class=HTMLResponse)
+def comparison_page(comparison_id: ComparisonId, request: Request, state: StateDep) -> HTMLResponse:
+    """One comparison: its studies, verdict, curves side by side, seeds and weight norms."""
+    return _page(request, state, "comparison.html", page="comparison", comparison_id=comparison_id)
 
 
 @router.get("/dashboard/plotly.min.js")
@@ -105,17 +115,31 @@ def plots(
 
 
 @data.get("/studies/{study_id}/best")
-def best_configuration(study_id: StudyId, session: SessionDep) -> dict[str, Any]:
-    """The best trial's optimizer construction as Python to copy (``None`` before one)."""
-    out = study_out(session, repository.get_study(session, study_id))
+def best_configuration(study_id: StudyId, session: SessionDep, state: StateDep) -> dict[str, Any]:
+    """The best trial's optimizer construction as Python to copy (``None`` before one), and
+    the download path of its checkpoint when it saved one."""
+    record = repository.get_study(session, study_id)
+    out = study_out(session, record)
     if out.best_trial is None:
-        return {"trial": None, "value": None, "python": None}
+        return {"trial": None, "value": None, "python": None, "checkpoint": None}
     values = {**out.fixed, **out.best_trial.params}
+    number = out.best_trial.number
     return {
-        "trial": out.best_trial.number,
+        "trial": number,
         "value": out.best_trial.value,
         "python": python_snippet(out.optimizer, values),
+        "checkpoint": checkpoint_link(state, record.id, record.optuna_study_id, number),
     }
+
+
+@data.get("/comparisons/{comparison_id}/plots")
+def comparison_figures(comparison_id: ComparisonId, state: StateDep) -> dict[str, Any]:
+    """The comparison's figures, from its report (provisional while it runs)."""
+    with state.sessions() as session:
+        out = comparison_out(session, state.storage, store.get_comparison(session, comparison_id))
+    if out.report is None:
+        return {"plots": [], "note": "no report yet"}
+    return {"plots": comparison_plots(out.report.model_dump()), "note": None}
 
 
 router.include_router(data)

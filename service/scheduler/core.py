@@ -42,11 +42,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Study, StudyStatus, utcnow
 from service import metrics, repository, trial_queries
+from service.checkpoints import lineage as lineages
 from service.cluster import Cluster, Crashed, Ended, Event, Outcome, Raised
 from service.optuna_glue import build_pruner, build_sampler, distributions_of, split_params
 from service.scheduler.lease import Lease
 from service.schemas import StudyCreate
-from workers.messages import Finished, Report, Started, TrialRequest
+from workers.checkpoints import CheckpointStoreError
+from workers.messages import Finished, Report, Resumed, Started, TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +160,10 @@ class Scheduler:
         max_gpus_per_user: float | None = None,
         trial_limits: Callable[[], Mapping[str, int | None]] | None = None,
         holder: str | None = None,
+        checkpoint_url: str | None = None,
     ) -> None:
         self._sessions = sessions
+        self._checkpoint_url = checkpoint_url
         # One cache layer for every read and write of Optuna's tables in this process.
         self._storage = optuna.storages.get_storage(storage)
         self._executor = executor
@@ -393,7 +397,8 @@ class Scheduler:
         self._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         log.info("study %s: trial %d was orphaned by a restart", active.name, trial.number)
         if retry:
-            self._enqueue_rerun(active, trial.number, trial.params, attempt, "orphaned")
+            lineage = lineages.lineage_of(trial.user_attrs, trial.number)
+            self._enqueue_rerun(active, trial.number, trial.params, attempt, "orphaned", lineage)
         else:
             active.finished += 1
             metrics.TRIALS_FINISHED.labels("fail").inc()
@@ -491,6 +496,7 @@ class Scheduler:
             active.waiting = max(0, active.waiting - 1)
         knobs, args = split_params(active.request, trial.params)
         seed_base = active.request.seed if active.request.seed is not None else active.id * 7919
+        lineage = lineages.lineage_of(attrs, trial.number)  # re-runs: the first attempt's
         request = TrialRequest(
             study_id=active.id,
             trial_number=trial.number,
@@ -498,8 +504,10 @@ class Scheduler:
             optimizer=active.request.optimizer,
             knobs=knobs,
             args=args,
-            seed=(seed_base * 1_000_003 + trial.number) % (2**31),
+            seed=(seed_base * 1_000_003 + lineage) % (2**31),
             num_cpus=active.request.resources.cpus,
+            checkpoint_url=self._checkpoint_url,
+            lineage=lineage,
         )
         res = active.request.resources
         try:
@@ -588,6 +596,8 @@ class Scheduler:
                         "device": device,
                     },
                 )
+            case Event(event=Resumed(step=step)):
+                lineages.carry_over(self._storage, rt.trial, step)
             case Event(event=Report() as report):
                 rt.last_sif = report.scale_invariant_fraction
                 if rt.stop_reason is not None:
@@ -596,7 +606,7 @@ class Scheduler:
                 if active is not None and rt.trial.should_prune():
                     self._stop_trial(rt, "pruned")
             case Event(event=Finished() as done):
-                attrs: dict[str, Any] = {ATTR_DURATION: done.duration_s}
+                attrs: dict[str, Any] = {**done.user_attrs, ATTR_DURATION: done.duration_s}
                 if done.scale_invariant_fraction is not None:
                     attrs[ATTR_SIF] = done.scale_invariant_fraction
                 if rt.stop_reason is not None:  # it finished before our stop arrived
@@ -612,6 +622,10 @@ class Scheduler:
                 else:
                     retry = reason if reason == "shutdown" else None
                     self._close(rt, active, TrialState.FAIL, attrs, retry_reason=retry)
+            case Raised(error=error) if error.startswith(CheckpointStoreError.__name__):
+                # The store, not the configuration, failed: run it again like a crash.
+                attrs = {ATTR_ERROR: error, ATTR_STOP_REASON: "checkpoint store"}
+                self._close(rt, active, TrialState.FAIL, attrs, retry_reason="checkpoint store")
             case Raised(error=error):
                 self._close(rt, active, TrialState.FAIL, {ATTR_ERROR: error}, raised=error)
             case Crashed() if rt.stop_reason is not None:
@@ -660,7 +674,10 @@ class Scheduler:
                 pass  # an earlier try got as far as finishing it
             rt.told = True
         if retry and active is not None and retry_reason is not None and not rt.requeued:
-            self._enqueue_rerun(active, rt.trial.number, rt.trial.params, rt.attempt, retry_reason)
+            lineage = rt.request.lineage if rt.request.lineage is not None else rt.trial.number
+            self._enqueue_rerun(
+                active, rt.trial.number, rt.trial.params, rt.attempt, retry_reason, lineage
+            )
             rt.requeued = True
         self._forget(rt, active)
         if retry:
@@ -683,11 +700,23 @@ class Scheduler:
             )
 
     def _enqueue_rerun(
-        self, active: ActiveStudy, number: int, params: dict[str, Any], attempt: int, reason: str
+        self,
+        active: ActiveStudy,
+        number: int,
+        params: dict[str, Any],
+        attempt: int,
+        reason: str,
+        lineage: int | None = None,
     ) -> None:
+        if lineage is None:  # the first attempt's number: the re-run resumes its checkpoint
+            lineage = lineages.trial_lineage(self._storage, active.study._study_id, number)
         active.study.enqueue_trial(
             params,
-            user_attrs={ATTR_ATTEMPT: attempt + 1, ATTR_RETRY_OF: number},
+            user_attrs={
+                ATTR_ATTEMPT: attempt + 1,
+                ATTR_RETRY_OF: number,
+                lineages.ATTR_LINEAGE: lineage,
+            },
             skip_if_exists=False,
         )
         active.waiting += 1

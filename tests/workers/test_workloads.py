@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from workers.builtin import mnist1d_cnn
+from workers.builtin.classifier import weight_norm
 from workers.builtin.digits_cnn import build_model
 from workers.builtin.synthetic import loss_of
+from workers.context import TrialContext
 from workers.messages import Finished, Placement, Report, TrialRequest
 from workers.optimizer_specs import OPTIMIZERS, python_snippet
 from workers.optimizers import build_optimizer
@@ -49,6 +51,28 @@ def test_digits_cnn_learns_and_reports_each_epoch(optimizer: str, knobs: dict) -
         assert 0.5 < fraction <= 1.0
     else:
         assert events[-1].scale_invariant_fraction is None
+    # The trial records its seed and the norm of its scale-invariant weights over training.
+    attrs = events[-1].user_attrs
+    assert attrs["seed"] == 0
+    norms = attrs["weight_norms"]
+    assert len(norms) == 7, "at initialisation and after each of the 6 epochs"
+    assert norms[0] == pytest.approx(weight_norm(build_model(16)), rel=0.5)
+    assert norms[-1] != norms[0]
+
+
+def test_trial_attributes_are_bounded() -> None:
+    ctx = TrialContext("adamw", {}, {}, 0, torch.device("cpu"), emit=lambda _: None)
+    ctx.set_user_attr("weight_norms", [1.0, 2.0])
+    ctx.set_user_attr("weight_norms", [3.0])  # replaced, not added
+    assert ctx.user_attrs == {"weight_norms": [3.0]}
+    with pytest.raises(ValueError, match="at most 16,384"):
+        ctx.set_user_attr("big", [0.123456789] * 5000)
+    with pytest.raises(ValueError, match="1 to 64 characters"):
+        ctx.set_user_attr("", 1)
+    for i in range(15):
+        ctx.set_user_attr(f"k{i}", i)
+    with pytest.raises(ValueError, match="at most 16 user attributes"):
+        ctx.set_user_attr("one-too-many", 1)
 
 
 def test_digits_cnn_convolutions_are_scale_invariant() -> None:
