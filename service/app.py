@@ -61,6 +61,8 @@ def build_state(settings: Settings, cluster: Cluster) -> AppState:
             cluster,
             lease_s=settings.scheduler_lease_s,
             max_trial_attempts=settings.max_trial_attempts,
+            max_preemptions=settings.max_preemptions,
+            preempt_non_checkpointing=settings.preempt_non_checkpointing,
             max_gpus_per_user=settings.max_gpus_per_user,
             trial_limits=lambda: quotas.running_trial_limits(sessions, settings),
             checkpoint_url=settings.resolved_checkpoint_url,

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     """A scheduler that has not renewed its lease for this long is replaced."""
     max_trial_attempts: int = Field(default=3, ge=1, le=100)
     """Runs of one configuration before a trial that keeps dying counts as failed."""
+    max_preemptions: int = Field(default=3, ge=0, le=100)
+    """Times one trial may be stopped and re-queued for a higher-priority study (0: never)."""
+    preempt_non_checkpointing: bool = False
+    """Preempt trials of workloads that do not checkpoint too (they restart from scratch)."""
     shutdown_grace_s: float = Field(default=20.0, ge=0.0)
     """On SIGTERM, how long running trials get to stop before the process exits."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -73,6 +73,7 @@ def _as_state(saved: Any) -> tuple[Any, ...]:
 WORKLOAD = register(
     Workload(
         name="synthetic",
+        checkpoints=True,
         train=train,
         metric="loss",
         direction="minimize",
