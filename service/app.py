@@ -13,8 +13,18 @@ from fastapi import FastAPI
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
 from service import dashboard, docs, quotas
+from service.api import (
+    checkpoints,
+    comparisons,
+    errors,
+    health,
+    session,
+    studies,
+    trials,
+    workloads,
+)
 from service.api import cluster as cluster_api
-from service.api import comparisons, errors, health, session, studies, trials, workloads
+from service.checkpoints.retention import Janitor
 from service.cluster import Cluster
 from service.comparisons.driver import ComparisonDriver
 from service.gate import AuthGate
@@ -23,6 +33,7 @@ from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
 from service.settings import Settings
 from service.state import AppState
+from workers.checkpoints import CheckpointStore, CheckpointStoreError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +61,11 @@ def build_state(settings: Settings, cluster: Cluster) -> AppState:
             cluster,
             lease_s=settings.scheduler_lease_s,
             max_trial_attempts=settings.max_trial_attempts,
+            max_preemptions=settings.max_preemptions,
+            preempt_non_checkpointing=settings.preempt_non_checkpointing,
             max_gpus_per_user=settings.max_gpus_per_user,
             trial_limits=lambda: quotas.running_trial_limits(sessions, settings),
+            checkpoint_url=settings.resolved_checkpoint_url,
         )
         if settings.scheduler
         else None
@@ -71,6 +85,27 @@ def _share_the_interpreter_with_the_scheduler(settings: Settings) -> None:
     """
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     sys.setswitchinterval(0.001)
+
+
+def _checkpoint_janitor(settings: Settings, state: AppState) -> Janitor | None:
+    """Start the clean-up of the checkpoint store where this process runs the scheduler."""
+    url = settings.resolved_checkpoint_url
+    if url is None or not settings.scheduler:
+        return None
+    try:
+        store = CheckpointStore(url)
+    except CheckpointStoreError:
+        log.warning("checkpoints: cannot use the store at %s", url, exc_info=True)
+        return None
+    janitor = Janitor(
+        store,
+        state.sessions,
+        state.storage,
+        settings.checkpoint_retention_s,
+        settings.checkpoint_sweep_s,
+    )
+    janitor.start()
+    return janitor
 
 
 def create_app(settings: Settings | None = None, cluster: Cluster | None = None) -> FastAPI:
@@ -103,6 +138,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
                 stop_study=scheduler.request_stop,
             )
             driver.start()
+        janitor = _checkpoint_janitor(settings, state)
         log.info(
             "adamp-tune ready on http://%s:%s (database %s)",
             settings.host,
@@ -116,6 +152,8 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
                 driver.stop()
             if state.scheduler is not None:
                 state.scheduler.stop(settings.shutdown_grace_s)
+            if janitor is not None:
+                janitor.stop()
             state.engine.dispose()
             trials_on.close()
 
@@ -139,6 +177,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         studies.router,
         comparisons.router,
         trials.router,
+        checkpoints.router,
         workloads.router,
         cluster_api.router,
         health.router,

@@ -253,6 +253,26 @@ def cancel(
     console.print(f"study {study_id}: {study['status']}")
 
 
+@app.command()
+def checkpoint(
+    study_id: Annotated[int, typer.Argument(help="study id")],
+    trial: Annotated[int, typer.Argument(help="trial number (see `adamp-tune best`)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="file to write")] = Path(
+        "model.pt"
+    ),
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Download a trial's last checkpoint; `torch.load(FILE, weights_only=True)["state"]`
+    gives back what its workload saved (the built-ins: model, optimizer, schedule)."""
+    with _client(url, token) as client:
+        try:
+            size = client.download_checkpoint(study_id, trial, output)
+        except ApiError as err:
+            raise _fail(err) from err
+    console.print(f"trial {trial} of study {study_id}: {size:,} bytes written to {output}")
+
+
 token_app = typer.Typer(
     help="Manage API tokens (works on the database directly; the service need not run).",
     no_args_is_help=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,13 +55,17 @@ class Client:
                 0, f"cannot reach the service at {self._http.base_url} ({err}); is it running?"
             ) from err
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"message": response.text}
-            message = body.get("message") or str(body.get("detail"))
-            raise ApiError(response.status_code, message, body.get("detail"))
+            self._raise(response)
         return response.json()
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text}
+        message = body.get("message") or str(body.get("detail"))
+        raise ApiError(response.status_code, message, body.get("detail"))
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Submit a study (the body of ``POST /api/v1/studies``); returns the study."""
@@ -101,6 +106,35 @@ class Client:
     def importance(self, study_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/api/v1/studies/{study_id}/importance")
         return result
+
+    def download_checkpoint(self, study_id: int, number: int, path: str | Path) -> int:
+        """Save trial ``number``'s last checkpoint to ``path``; returns its size in bytes.
+
+        The file is streamed to a temporary name beside ``path`` and renamed when complete,
+        so an interrupted download never leaves half a file where the model should be."""
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.part")
+        route = f"/api/v1/studies/{study_id}/trials/{number}/checkpoint"
+        try:
+            with self._http.stream("GET", route) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise(response)
+                size = 0
+                with partial.open("wb") as out:
+                    for piece in response.iter_bytes():
+                        out.write(piece)
+                        size += len(piece)
+        except httpx.TransportError as err:
+            partial.unlink(missing_ok=True)
+            raise ApiError(
+                0, f"cannot reach the service at {self._http.base_url} ({err}); is it running?"
+            ) from err
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(target)
+        return size
 
     def workloads(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/api/v1/workloads")

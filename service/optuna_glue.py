@@ -16,9 +16,8 @@ from optuna.distributions import (
 )
 
 from db.engine import engine_options
-from service.schemas import Dimension, StudyCreate
-from workers.optimizer_specs import OPTIMIZERS
-from workers.registry import get_workload
+from service.schemas import Dimension
+from service.study_spec import StudySpec
 
 # Optuna's default n_startup_trials (10) would make TPE random search for most of a small
 # study; these many random trials first, at most a quarter of the study.
@@ -42,11 +41,12 @@ def distribution_of(key: str, dim: Dimension, kind: str) -> BaseDistribution:
     return FloatDistribution(dim.low, dim.high, log=dim.log, step=dim.step)
 
 
-def distributions_of(request: StudyCreate) -> dict[str, BaseDistribution]:
-    """Optuna distributions for every searched knob and workload argument."""
-    specs = {**OPTIMIZERS[request.optimizer].knobs, **get_workload(request.workload).args}
+def distributions_of(spec: StudySpec) -> dict[str, BaseDistribution]:
+    """Optuna distributions for every searched knob and workload argument (their kinds
+    were recorded at submission: no plug-in is asked again)."""
     return {
-        key: distribution_of(key, dim, specs[key].kind) for key, dim in request.search_space.items()
+        key: distribution_of(key, dim, spec.kinds.get(key, "float"))
+        for key, dim in spec.search_space.items()
     }
 
 
@@ -58,7 +58,7 @@ class _GridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def build_sampler(request: StudyCreate, n_existing_trials: int) -> optuna.samplers.BaseSampler:
+def build_sampler(request: StudySpec, n_existing_trials: int) -> optuna.samplers.BaseSampler:
     """The study's sampler; its seed is offset by the trials already run, so a sampler
     rebuilt after a restart does not replay the same draws."""
     seed = None if request.seed is None else (request.seed + n_existing_trials) % (2**31)
@@ -80,7 +80,7 @@ def build_sampler(request: StudyCreate, n_existing_trials: int) -> optuna.sample
     raise ValueError(f"unknown sampler {request.sampler!r}")
 
 
-def build_pruner(request: StudyCreate) -> optuna.pruners.BasePruner:
+def build_pruner(request: StudySpec) -> optuna.pruners.BasePruner:
     """The study's pruner: Optuna's median or Hyperband pruner, or none."""
     match request.pruner:
         case "median":
@@ -91,13 +91,3 @@ def build_pruner(request: StudyCreate) -> optuna.pruners.BasePruner:
         case "none":
             return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {request.pruner!r}")
-
-
-def split_params(request: StudyCreate, params: dict[str, Any]) -> tuple[dict[str, Any], dict]:
-    """A trial's optimizer knobs and workload arguments: sampled values over fixed ones."""
-    knob_names = OPTIMIZERS[request.optimizer].knobs
-    merged = {**request.fixed, **params}
-    knobs = {k: v for k, v in merged.items() if k in knob_names}
-    args_specs = get_workload(request.workload).args
-    args = {k: merged.get(k, spec.default) for k, spec in args_specs.items()}
-    return knobs, args

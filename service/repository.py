@@ -16,6 +16,7 @@ from db.models import ACTIVE_STATUSES, Study, StudyEvent, StudyStatus, utcnow
 from service.errors import Conflict, NotFound
 from service.names import name_key
 from service.schemas import StudyCreate
+from service.study_spec import StudySpec
 
 
 def rowcount(result: Result[Any]) -> int:
@@ -59,7 +60,7 @@ def create_study(
         seed=request.seed,
         gpus_per_trial=request.resources.gpus,
         cpus_per_trial=request.resources.cpus,
-        spec=request.model_dump(mode="json"),
+        spec=StudySpec.from_request(request).stored(),
         status=StudyStatus.QUEUED.value,
     )
     try:
@@ -185,14 +186,17 @@ def cancel_study(sessions: sessionmaker[Session], study_id: int, by: str) -> Stu
 def update_study(
     sessions: sessionmaker[Session], study_id: int, values: dict[str, Any], by: str
 ) -> None:
-    """Change a queued or running study's priority or concurrency; the scheduler follows."""
+    """Change a queued or running study's priority or concurrency; the scheduler follows.
+
+    The stored spec changes with the columns, so both always say the same."""
     with sessions.begin() as session:
         study = get_study(session, study_id)
+        spec = StudySpec.from_stored(study.spec).with_changes(**values).stored()
         changed = rowcount(
             session.execute(
                 update(Study)
                 .where(Study.id == study_id, Study.status.in_(ACTIVE_STATUSES))
-                .values(**values)
+                .values(**values, spec=spec)
             )
         )
         if not changed:

@@ -360,13 +360,18 @@ class ResourcesOut(BaseModel):
 
 
 class TrialCounts(BaseModel):
-    """Trials per Optuna state, in lower case."""
+    """Trials per Optuna state, in lower case, and the scheduler's own counts of them
+    (``service.scheduler.ledger``: the same definitions the scheduler runs by)."""
 
     complete: int = 0
     running: int = 0
     waiting: int = 0
     pruned: int = 0
     fail: int = 0
+    finished: int = Field(
+        default=0, description="ended for good: complete, pruned, or failed and not re-run"
+    )
+    retried: int = Field(default=0, description="failed or preempted attempts that were re-run")
 
 
 class IntermediateValue(BaseModel):

@@ -7,6 +7,7 @@ started in-process, the API on 127.0.0.1:8000. Nothing else reads ``os.environ``
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from db.engine import normalize_url
 
@@ -69,6 +71,10 @@ class Settings(BaseSettings):
     """A scheduler that has not renewed its lease for this long is replaced."""
     max_trial_attempts: int = Field(default=3, ge=1, le=100)
     """Runs of one configuration before a trial that keeps dying counts as failed."""
+    max_preemptions: int = Field(default=3, ge=0, le=100)
+    """Times one trial may be stopped and re-queued for a higher-priority study (0: never)."""
+    preempt_non_checkpointing: bool = False
+    """Preempt trials of workloads that do not checkpoint too (they restart from scratch)."""
     shutdown_grace_s: float = Field(default=20.0, ge=0.0)
     """On SIGTERM, how long running trials get to stop before the process exits."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -82,6 +88,18 @@ class Settings(BaseSettings):
     session_cookie_max_age_s: int = Field(default=12 * 3600, ge=60)
     """How long a dashboard sign-in lasts (never past the token's own expiry)."""
 
+    checkpoints: bool = True
+    """Whether trials may save checkpoints (and re-runs resume from them)."""
+    checkpoint_url: str | None = None
+    """Where checkpoints live: any fsspec URL (a path, an NFS mount every node sees,
+    ``s3://bucket/prefix``); unset means ``<data_dir>/checkpoints``, which only the nodes of
+    this machine see."""
+    checkpoint_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0.0)
+    """How long after a study ends the checkpoints of its trials other than the best are
+    kept; the best trial's stays until the study is deleted."""
+    checkpoint_sweep_s: float = Field(default=300.0, gt=0.0)
+    """How often the service deletes checkpoints past their retention."""
+
     @field_validator("database_url")
     @classmethod
     def _normalize(cls, url: str | None) -> str | None:
@@ -93,6 +111,19 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'adamp-tune.db').expanduser().resolve()}"
+
+    @cached_property
+    def resolved_checkpoint_url(self) -> str | None:
+        """The checkpoint store's URL; ``None`` when checkpoints are off.
+
+        One folder per database (``db-<hash of its URL>``) under the configured root, so
+        two services sharing a root but not a database never mix up (or clean up) each
+        other's studies, whose ids overlap."""
+        if not self.checkpoints:
+            return None
+        base = self.checkpoint_url or str((self.data_dir / "checkpoints").expanduser().resolve())
+        url = make_url(self.resolved_database_url).render_as_string(hide_password=True)
+        return f"{base.rstrip('/')}/db-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
     @property
     def auth_required(self) -> bool:

@@ -237,3 +237,26 @@ def unfinished_trials_of(session: Session, optuna_study_ids: Sequence[int]) -> l
             )
         ).all()
     )
+
+
+def ledger_rows(session: Session, study_id: int) -> list[tuple[str, bool, bool, int]]:
+    """``(state, retried, raised, count)`` of a study's trials, what
+    ``service.scheduler.ledger.Counts`` needs to count them by the scheduler's own rules:
+    ``retried`` (user attribute) and ``raised`` (an ``error`` and no ``stop_reason``)."""
+    trial, attr = om.TrialModel, om.TrialUserAttributeModel
+
+    def has(key: str) -> Any:
+        return (
+            select(attr.trial_user_attribute_id)
+            .where(attr.trial_id == trial.trial_id, attr.key == key)
+            .exists()
+        )
+
+    retried = has("retried")
+    raised = has("error") & ~has("stop_reason")
+    rows = session.execute(
+        select(trial.state, retried, raised, func.count())
+        .where(trial.study_id == study_id)
+        .group_by(trial.state, retried, raised)
+    ).all()
+    return [(state.name.lower(), bool(r), bool(e), n) for state, r, e, n in rows]

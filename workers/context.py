@@ -1,9 +1,12 @@
 """What a workload sees of its trial: the hyperparameters, a device, and a way to report.
 
 A workload trains with ``ctx.build_optimizer(model.parameters())`` and calls
-``ctx.report(value, step)`` after each epoch. The scheduler may stop the trial after any
-report (the pruner, a cancelled study, a timeout): the next ``report`` then raises
-``TrialStopped``, which the workload should let propagate.
+``ctx.report(value, step)`` after each epoch. A long trial saves its state after a report
+with ``ctx.save_checkpoint(state)`` and, at its start, takes what an earlier attempt of
+the same trial saved with ``ctx.load_checkpoint()`` (``None`` on a first run); a re-run
+then continues at ``ctx.last_step + 1`` instead of starting over. The scheduler may stop
+the trial after any report (the pruner, a cancelled study, a timeout): the next ``report``
+then raises ``TrialStopped``, which the workload should let propagate.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 
 import torch
 
-from workers.messages import Report
+from workers.checkpoint_format import decode, encode
+from workers.checkpoints import CheckpointStore
+from workers.messages import Report, Resumed
 from workers.optimizer_specs import OPTIMIZERS
 from workers.optimizers import build_optimizer
 
@@ -41,7 +46,7 @@ class TrialContext:
     args: dict[str, Any]
     seed: int
     device: torch.device
-    emit: Callable[[Report], None] = field(repr=False)
+    emit: Callable[[Report | Resumed], None] = field(repr=False)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     started_at: float = field(default_factory=time.monotonic, repr=False)
     last_value: float | None = None
@@ -49,6 +54,45 @@ class TrialContext:
     user_attrs: dict[str, Any] = field(default_factory=dict)
     """What the workload recorded with ``set_user_attr``; stored with the finished trial."""
     _optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+    checkpoints: CheckpointStore | None = field(default=None, repr=False)
+    """Where this trial's checkpoints go; ``None``: checkpointing is off (saves are
+    dropped, loads find nothing)."""
+    study_id: int = 0
+    lineage: int = 0
+    """The number of the first attempt of this trial: every re-run shares its checkpoint."""
+    checkpoint_s: float = 0.0
+    """Seconds spent saving checkpoints so far (the overhead the benchmark reports)."""
+
+    def save_checkpoint(self, state: Any, step: int | None = None) -> None:
+        """Keep ``state`` (a state dict, tensors, numbers, lists, dicts) as this trial's
+        checkpoint, replacing the last one; call it after ``report(..., step)`` so that a
+        re-run continues at the next step. ``step`` defaults to the last step reported.
+
+        Raises ``CheckpointStoreError`` when the store is full or unreachable: the trial
+        then fails and the scheduler runs it again.
+        """
+        if self.checkpoints is None:
+            return
+        started = time.monotonic()
+        data = encode(self.last_step if step is None else step, state)
+        self.checkpoints.save(self.study_id, self.lineage, data)
+        self.checkpoint_s += time.monotonic() - started
+
+    def load_checkpoint(self, *, weights_only: bool = True) -> Any:
+        """What the last attempt of this trial saved, or ``None``; call it before the
+        first report. Reports then continue from the step after the checkpoint's (the
+        scheduler already holds the earlier ones). ``weights_only=False`` loads arbitrary
+        pickled objects: only for a store nobody else writes to."""
+        if self.checkpoints is None or self.last_step >= 0:
+            return None
+        data = self.checkpoints.load_bytes(self.study_id, self.lineage)
+        if data is None:
+            return None
+        checkpoint = decode(data, weights_only=weights_only)
+        if checkpoint.step >= 0:
+            self.last_step = checkpoint.step
+            self.emit(Resumed(checkpoint.step))
+        return checkpoint.state
 
     def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """The trial's optimizer over ``params``, with the knobs the sampler chose.

@@ -23,6 +23,11 @@ class TrialRequest:
     args: dict[str, Any]
     seed: int
     num_cpus: float = 1.0
+    checkpoint_url: str | None = None
+    """Root of the checkpoint store (an fsspec URL); ``None``: checkpointing is off."""
+    lineage: int | None = None
+    """The first attempt's trial number when this is a re-run (its checkpoints are kept
+    under that number); ``None``: ``trial_number``."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,14 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """The trial continues from a checkpoint saved after ``step`` by an earlier attempt;
+    sent before its first report, so the scheduler can carry the earlier values over."""
+
+    step: int
+
+
+@dataclass(frozen=True)
 class Finished:
     """Last event of a successful trial: its final metric."""
 
@@ -72,4 +85,4 @@ class Finished:
     ``seed``, so a result can be reproduced and paired with another optimizer's."""
 
 
-TrialEvent = Started | Report | Finished
+TrialEvent = Started | Resumed | Report | Finished

@@ -60,6 +60,10 @@ class Workload:
     description: str
     args: Mapping[str, ParamSpec] = field(default_factory=dict)
     default_space: Mapping[str, Mapping[str, SearchRange]] = field(default_factory=dict)
+    checkpoints: bool = False
+    """Whether ``train`` saves checkpoints and resumes from them: a trial of such a workload
+    may be preempted for a higher-priority study and resumes later where it stopped (others
+    only when ``ADAMP_TUNE_PREEMPT_NON_CHECKPOINTING`` allows, as they restart)."""
 
 
 _BUILTINS: dict[str, Workload] = {}

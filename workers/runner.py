@@ -22,8 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from workers.checkpoints import CheckpointStore
 from workers.context import TrialContext, TrialStopped
-from workers.messages import Finished, Placement, Report, Started, TrialEvent, TrialRequest
+from workers.messages import (
+    Finished,
+    Placement,
+    Report,
+    Resumed,
+    Started,
+    TrialEvent,
+    TrialRequest,
+)
 from workers.registry import UnknownWorkload, get_workload
 
 
@@ -48,7 +57,8 @@ def seed_everything(seed: int) -> None:
 def run_trial(
     request: TrialRequest, placement: Placement, *, poll_s: float = 0.2
 ) -> Iterator[TrialEvent]:
-    """Run ``request``'s workload and yield ``Started``, then each ``Report``, then ``Finished``.
+    """Run ``request``'s workload and yield ``Started``, then ``Resumed`` if it continues
+    from a checkpoint, then each ``Report``, then ``Finished``.
 
     An exception raised by the workload is re-raised here, so the scheduler sees the
     workload's own error. A workload that returns no value finishes with its last report.
@@ -63,7 +73,7 @@ def run_trial(
     device = device_of(placement)
     yield Started(placement, device)
 
-    events: queue.Queue[Report | None] = queue.Queue()  # None: the workload has returned
+    events: queue.Queue[Report | Resumed | None] = queue.Queue()  # None: the workload has returned
     ctx = TrialContext(
         optimizer_name=request.optimizer,
         knobs=dict(request.knobs),
@@ -71,6 +81,9 @@ def run_trial(
         seed=request.seed,
         device=torch.device(device),
         emit=events.put,
+        checkpoints=CheckpointStore(request.checkpoint_url) if request.checkpoint_url else None,
+        study_id=request.study_id,
+        lineage=request.trial_number if request.lineage is None else request.lineage,
     )
     outcome = _Outcome()
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 from fastapi import APIRouter, Depends
+from sqlalchemy.orm import Session
 
 from service import repository, trial_queries
 from service.api.deps import SessionDep, StateDep, current_user
 from service.api.errors import responses
+from service.scheduler.ledger import counts_of
 from service.schemas import ClusterNodeOut, ClusterOut
+from service.study_spec import target_of
 
 router = APIRouter(
     prefix="/api/v1",
@@ -17,6 +20,22 @@ router = APIRouter(
     dependencies=[Depends(current_user)],
     responses=responses(401),
 )
+
+
+def queue_of(session: Session) -> tuple[int, Counter[str]]:
+    """Trials running, and per owner the studies with trials still to start, counted by
+    the scheduler's own ledger rules (a retried attempt is not finished; a waiting re-run
+    is still to start)."""
+    running = 0
+    waiting_by_owner: Counter[str] = Counter()
+    for study in repository.active_studies(session):
+        if study.optuna_study_id is None:
+            continue
+        counts = counts_of(trial_queries.ledger_rows(session, study.optuna_study_id))
+        running += counts.running
+        if counts.to_start(target_of(study.spec)) > 0:
+            waiting_by_owner[study.owner] += 1
+    return running, waiting_by_owner
 
 
 @router.get("/cluster", response_model=ClusterOut)
@@ -35,17 +54,7 @@ def cluster(session: SessionDep, state: StateDep) -> ClusterOut:
         for n in state.cluster.nodes(dead=True)
     ]
     capacity = state.cluster.capacity()
-    active = repository.active_studies(session)
-    running = 0
-    waiting_by_owner: Counter[str] = Counter()
-    for study in active:
-        if study.optuna_study_id is None:
-            continue
-        counts = trial_queries.state_counts(session, study.optuna_study_id)
-        running += counts.get("running", 0)
-        finished = sum(counts.get(s, 0) for s in ("complete", "pruned", "fail"))
-        if finished + counts.get("running", 0) < study.n_trials:
-            waiting_by_owner[study.owner] += 1
+    running, waiting_by_owner = queue_of(session)
     return ClusterOut(
         nodes=nodes,
         cpus_total=capacity.cpus_total,

@@ -34,7 +34,7 @@ _MEANING = {
     "has ended",
     413: "the request body is over the limit (ADAMP_TUNE_MAX_BODY_BYTES)",
     429: "a per-user limit is reached (studies queued or running at once)",
-    503: "the database is unavailable",
+    503: "the database (or, for a checkpoint, the checkpoint store) is unavailable",
 }
 
 

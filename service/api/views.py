@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.models import Study
+from db.models import Study, utcnow
 from service import trial_queries
-from service.scheduler.core import (
+from service.scheduler.attrs import (
     ATTR_ATTEMPT,
     ATTR_DURATION,
     ATTR_ERROR,
@@ -16,8 +18,8 @@ from service.scheduler.core import (
     ATTR_RETRY_OF,
     ATTR_SIF,
     ATTR_STOP_REASON,
-    elapsed_seconds,
 )
+from service.scheduler.ledger import counts_of
 from service.schemas import (
     BestTrial,
     IntermediateValue,
@@ -30,12 +32,30 @@ from service.schemas import (
 from workers.registry import all_workloads
 
 
+def elapsed_seconds(start: datetime | None, end: datetime | None) -> float | None:
+    """Seconds from ``start`` to ``end`` (or now), for the API's timings."""
+    if start is None:
+        return None
+    seconds = ((end or utcnow()) - start).total_seconds()
+    return seconds if math.isfinite(seconds) else None
+
+
+def trial_counts(session: Session, optuna_study_id: int) -> TrialCounts:
+    """Trials per state and the ledger's counts (``service.scheduler.ledger``)."""
+    ledger = counts_of(trial_queries.ledger_rows(session, optuna_study_id))
+    return TrialCounts(
+        **trial_queries.state_counts(session, optuna_study_id),
+        finished=ledger.finished,
+        retried=ledger.retried,
+    )
+
+
 def study_out(session: Session, study: Study) -> StudyOut:
     """A study with its trial counts and best trial, read from Optuna's tables."""
     counts = TrialCounts()
     best = None
     if study.optuna_study_id is not None:
-        counts = TrialCounts(**trial_queries.state_counts(session, study.optuna_study_id))
+        counts = trial_counts(session, study.optuna_study_id)
         found = trial_queries.best_trial_number(session, study.optuna_study_id, study.direction)
         if found is not None:
             row = trial_queries.get_trial(session, study.optuna_study_id, found[0])

@@ -8,9 +8,9 @@ from sqlalchemy.orm import Session
 
 from db.models import ACTIVE_STATUSES, Comparison
 from service import trial_queries
+from service.api.views import elapsed_seconds, trial_counts
 from service.comparisons import report, store
 from service.comparisons.schemas import ComparisonOut, ComparisonReport, ComparisonStudyOut
-from service.scheduler.core import elapsed_seconds
 from service.schemas import ResourcesOut, TrialCounts
 from workers.registry import all_workloads
 
@@ -30,7 +30,7 @@ def comparison_out(
         counts = TrialCounts()
         best = None
         if study.optuna_study_id is not None:
-            counts = TrialCounts(**trial_queries.state_counts(session, study.optuna_study_id))
+            counts = trial_counts(session, study.optuna_study_id)
             found = trial_queries.best_trial_number(session, study.optuna_study_id, study.direction)
             best = found[1] if found is not None else None
         studies.append(

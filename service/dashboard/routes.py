@@ -23,6 +23,7 @@ from service.api.deps import SessionDep, StateDep, StudyId, current_user
 from service.api.errors import responses
 from service.api.views import study_out
 from service.auth import Principal
+from service.checkpoints.links import checkpoint_link
 from service.comparisons import store
 from service.comparisons.views import comparison_out
 from service.dashboard.plots import comparison_plots, study_plots
@@ -114,16 +115,20 @@ def plots(
 
 
 @data.get("/studies/{study_id}/best")
-def best_configuration(study_id: StudyId, session: SessionDep) -> dict[str, Any]:
-    """The best trial's optimizer construction as Python to copy (``None`` before one)."""
-    out = study_out(session, repository.get_study(session, study_id))
+def best_configuration(study_id: StudyId, session: SessionDep, state: StateDep) -> dict[str, Any]:
+    """The best trial's optimizer construction as Python to copy (``None`` before one), and
+    the download path of its checkpoint when it saved one."""
+    record = repository.get_study(session, study_id)
+    out = study_out(session, record)
     if out.best_trial is None:
-        return {"trial": None, "value": None, "python": None}
+        return {"trial": None, "value": None, "python": None, "checkpoint": None}
     values = {**out.fixed, **out.best_trial.params}
+    number = out.best_trial.number
     return {
-        "trial": out.best_trial.number,
+        "trial": number,
         "value": out.best_trial.value,
         "python": python_snippet(out.optimizer, values),
+        "checkpoint": checkpoint_link(state, record.id, record.optuna_study_id, number),
     }
 
 

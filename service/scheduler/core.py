@@ -1,40 +1,33 @@
 """The scheduler loop: queued studies -> Optuna ask -> trials on the cluster -> Optuna tell.
 
 One process at a time holds the scheduler lease (``lease.py``) and runs this loop in a
-thread of its own; every write to Optuna's tables goes through it, so SQLite sees a single
-writer. Each iteration:
+thread of its own. Each iteration (``tick``) is a short list of phases:
 
-1. renews the lease (a newly acquired lease first fails the orphans of the last holder:
+1. renew the lease (a newly acquired lease first fails the orphans of the last holder:
    trials left RUNNING are marked FAIL and re-run with the same parameters);
-2. re-reads the queued and running studies (a cancel from the API shows up here);
-3. takes the next outcome of each running trial: a report goes to Optuna and may prune the
-   trial, a result is told to Optuna, a crashed worker gets its trial re-run (up to
-   ``max_trial_attempts`` runs of one configuration), an exception of the workload fails
-   the trial for good;
-4. starts trials while studies have room (``max_concurrent``, ``n_trials``) and the
-   cluster has free CPUs and GPUs: higher priority first, then users in turn, within each
-   user's ``max_gpus_per_user`` and limit of trials in flight;
-5. ends studies: ``n_trials`` finished (complete, pruned, or failed for good), the grid
+2. re-read the queued and running studies (a cancel or a ``PATCH`` shows up here);
+3. collect the outcomes of the running trials (``outcomes.py``): reports, results,
+   crashes become ledger events (``ledger.py``) and queued writes (``recorder.py``, on a
+   thread of its own, so the database never holds this loop);
+4. ask the policy (``policy.py``, a pure function of a snapshot) which trials to start
+   and which lower-priority trials to preempt, and do it;
+5. end studies: ``n_trials`` finished (complete, pruned, or failed for good), the grid
    exhausted, ``timeout_s`` passed, or every trial failing.
 
 A trial slot is used by each trial that ended for good and each trial running or waiting
 to be re-run; a failed trial that was re-run frees its slot for the re-run (user attribute
-``retried``), so a study ends with exactly ``n_trials`` finished trials, never counting a
-configuration twice.
+``retried``), so a study ends with exactly ``n_trials`` finished trials.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -42,109 +35,37 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Study, StudyStatus, utcnow
 from service import metrics, repository, trial_queries
-from service.cluster import Cluster, Crashed, Ended, Event, Outcome, Raised
-from service.optuna_glue import build_pruner, build_sampler, distributions_of, split_params
+from service.checkpoints import lineage as lineages
+from service.cluster import Cluster
+from service.optuna_glue import build_pruner, build_sampler, distributions_of
+from service.scheduler.attrs import (
+    ATTR_ATTEMPT,
+    ATTR_ERROR,
+    ATTR_PREEMPTIONS,
+    ATTR_RETRIED,
+    ATTR_RETRY_OF,
+    ATTR_STOP_REASON,
+)
+from service.scheduler.ending import StudyEnds
 from service.scheduler.lease import Lease
-from service.schemas import StudyCreate
-from workers.messages import Finished, Report, Started, TrialRequest
+from service.scheduler.ledger import Counts, Ledger
+from service.scheduler.outcomes import ignore
+from service.scheduler.policy import Demand, Holder, Snapshot, decide
+from service.scheduler.recorder import Recorder
+from service.scheduler.tracking import ActiveStudy, RunningTrial
+from service.study_spec import StudySpec
+from workers.messages import TrialRequest
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S = 5.0
-"""A trial asked to stop (cancel, timeout, pruning, shutdown) that has not stopped after
-this long has its worker killed; after twice this long it is recorded as stopped anyway,
-so its CPUs and GPUs count as free whatever its node does."""
 SYNC_INTERVAL_S = 0.5
 POLL_TIMEOUT_S = 0.05
 IDLE_SLEEP_S = 0.2
 CREATION_GRACE_S = 60.0
 """How long a new study's row may wait for its Optuna study before the scheduler gives up."""
-FAIL_STUDY_AFTER = 3
-"""A study whose first this-many finished trials all raised is marked failed."""
-
-# Trial user attributes (visible in optuna-dashboard too).
-ATTR_ATTEMPT = "attempt"
-ATTR_RETRY_OF = "retry_of"
-ATTR_RETRIED = "retried"
-ATTR_PLACEMENT = "placement"
-ATTR_STOP_REASON = "stop_reason"
-ATTR_ERROR = "error"
-ATTR_SIF = "scale_invariant_fraction"
-ATTR_DURATION = "duration_s"
 
 
-@dataclass
-class RunningTrial:
-    """A trial on the cluster, as the scheduler tracks it."""
-
-    study_id: int
-    trial: optuna.Trial
-    handle: Any
-    request: TrialRequest
-    attempt: int
-    cpus: float
-    gpus: float
-    stop_reason: str | None = None
-    last_sif: float | None = None
-    pending: Outcome | None = None
-    """An outcome taken from the cluster and not yet recorded (database unreachable)."""
-    stop_asked: float | None = None
-    """When it was asked to stop (monotonic), for the forced stop after ``STOP_GRACE_S``."""
-    forced: bool = False
-    told: bool = False
-    requeued: bool = False
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class ActiveStudy:
-    """A queued or running study this scheduler drives, with its trial bookkeeping."""
-
-    id: int
-    name: str
-    owner: str
-    request: StudyCreate
-    study: optuna.Study
-    distributions: dict[str, Any]
-    status: str
-    started_at: datetime | None
-    priority: int
-    max_concurrent: int
-    created_at: datetime
-    finished: int = 0
-    """Trials that ended for good: complete, pruned, or failed without a re-run."""
-    succeeded: int = 0
-    raised: int = 0
-    waiting: int = 0
-    """Re-runs enqueued in Optuna and not started yet."""
-    running: set[int] = field(default_factory=set)
-    """Trial numbers running now."""
-    draining: str | None = None
-    """Why no more trials start (``timeout``, ``cancelled``, ``failed``, ``shutdown``)."""
-    last_error: str | None = None
-
-    @property
-    def used_slots(self) -> int:
-        return self.finished + len(self.running) + self.waiting
-
-    @property
-    def target(self) -> int:
-        """Trials to finish: ``n_trials``, or fewer when a grid has fewer points (a grid
-        point is never asked for twice, even while another trial still runs it)."""
-        grid = self.request.grid_size
-        return self.request.n_trials if grid is None else min(grid, self.request.n_trials)
-
-    @property
-    def timed_out(self) -> bool:
-        timeout = self.request.timeout_s
-        return (
-            timeout is not None
-            and self.started_at is not None
-            and utcnow() >= self.started_at + timedelta(seconds=timeout)
-        )
-
-
-class Scheduler:
+class Scheduler(StudyEnds):
     """Runs studies on the cluster; start it with ``start()``, stop it with ``stop()``."""
 
     def __init__(
@@ -158,13 +79,21 @@ class Scheduler:
         max_gpus_per_user: float | None = None,
         trial_limits: Callable[[], Mapping[str, int | None]] | None = None,
         holder: str | None = None,
+        max_preemptions: int = 3,
+        preempt_non_checkpointing: bool = False,
+        checkpoint_url: str | None = None,
     ) -> None:
         self._sessions = sessions
         # One cache layer for every read and write of Optuna's tables in this process.
         self._storage = optuna.storages.get_storage(storage)
+        self._recorder = Recorder(self._storage)
+        self._ledger = Ledger()
         self._executor = executor
         self._max_attempts = max_trial_attempts
         self._max_gpus_per_user = max_gpus_per_user
+        self._max_preemptions = max_preemptions
+        self._preempt_non_checkpointing = preempt_non_checkpointing
+        self._checkpoint_url = checkpoint_url
         self._read_trial_limits = trial_limits
         self._trial_limits: Mapping[str, int | None] = {}
         """Trials in flight per user (``""``: anyone not listed), re-read at each sync."""
@@ -176,17 +105,21 @@ class Scheduler:
         self._last_lease_ok = time.monotonic()
         self._last_sync = 0.0
         self._studies: dict[int, ActiveStudy] = {}
+        self._ended: set[int] = set()
+        """Studies this scheduler ended whose status change may not be written yet."""
         self._running: dict[int, RunningTrial] = {}  # id(handle) -> trial
         self._stop = threading.Event()
         self._stop_requests: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._node_cache: tuple[float, float, float] = (0.0, 0.0, 0.0)  # at, cpus, gpus
+        self._grace_s = 20.0
         self.role = "starting"
 
     # ----------------------------------------------------------------- life cycle
 
     def start(self) -> None:
         """Run the loop in a background thread."""
+        self._recorder.start()
         self._thread = threading.Thread(target=self.run, name="adamp-tune-scheduler", daemon=True)
         self._thread.start()
 
@@ -202,21 +135,21 @@ class Scheduler:
             self._thread.join(timeout=grace_s + 10)
 
     def live_cpus(self) -> float:
-        """CPUs of the cluster's live nodes, as the executor last saw them (never blocks on
-        a cluster that is down)."""
+        """CPUs of the cluster's live nodes, as the executor last saw them."""
         return sum(n.cpus for n in self._executor.nodes())
 
     def request_stop(self, study_id: int) -> None:
-        """Stop a cancelled study's trials at the loop's next step (any thread may call it).
-
-        The loop also finds the cancel in the database at its next sync; this only makes
-        it act at once, between two trial starts of a busy iteration too.
-        """
+        """Stop a cancelled study's trials at the loop's next step (any thread may call it)."""
         self._stop_requests.put(study_id)
+
+    def counts(self, study_id: int) -> Counts | None:
+        """The ledger's counts of a study this scheduler drives (``None`` if it does not)."""
+        active = self._studies.get(study_id)
+        return None if active is None else active.counts
 
     def run(self) -> None:
         """The loop; returns after ``stop()``."""
-        self._grace_s = 20.0
+        self._recorder.start()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -229,8 +162,6 @@ class Scheduler:
             self._shutdown(self._grace_s)
         except Exception:
             log.exception("scheduler shutdown failed")
-
-    # ----------------------------------------------------------------- one iteration
 
     def tick(self) -> None:
         """One iteration of the loop (public for tests)."""
@@ -279,6 +210,7 @@ class Scheduler:
     def _become_leader(self) -> None:
         log.info("this process now runs the scheduler (epoch %s)", self.lease.epoch)
         self._studies.clear()
+        self._ended.clear()
         self._running.clear()
         self._last_sync = 0.0
         self._close_trials_of_ended_studies()
@@ -302,7 +234,14 @@ class Scheduler:
         log.warning("stepping down: stopping %d trials without recording them", len(self._running))
         for rt in self._running.values():
             self._executor.cancel(rt.handle)
+        dropped = self._recorder.abandon()
+        self._recorder = Recorder(self._storage)  # a fresh one for a later lease
+        self._recorder.start()
+        if dropped:
+            log.warning("dropped %d unwritten writes; the new holder re-runs their trials", dropped)
         self._running.clear()
+        for study_id in self._studies:
+            self._ledger.close(study_id)
         self._studies.clear()
 
     # ----------------------------------------------------------------- studies
@@ -313,6 +252,7 @@ class Scheduler:
         with self._sessions() as session:
             records = repository.active_studies(session)
         current = {r.id: r for r in records}
+        self._ended &= set(current)  # once written, an ended study leaves the records
         for study_id, active in list(self._studies.items()):
             record = current.get(study_id)
             if record is None:  # cancelled (or ended) outside the scheduler
@@ -322,7 +262,7 @@ class Scheduler:
                 active.priority = record.priority
                 active.max_concurrent = record.max_concurrent
         for record in records:
-            if record.id not in self._studies:
+            if record.id not in self._studies and record.id not in self._ended:
                 if record.optuna_study_id is None and not self._creation_overdue(record):
                     continue  # the API is still creating its Optuna study: next sync
                 try:
@@ -345,57 +285,72 @@ class Scheduler:
         return utcnow() - record.created_at > timedelta(seconds=CREATION_GRACE_S)
 
     def _load(self, record: Study) -> ActiveStudy:
-        """Take over a study: rebuild its sampler, count its trials, re-run its orphans."""
-        request = StudyCreate.model_validate(record.spec)
+        """Take over a study: rebuild its sampler, count its trials, re-run its orphans.
+
+        The stored spec is read as it was accepted (``StudySpec``): no plug-in is asked
+        again, so a workload uninstalled since fails its trials, not this load."""
+        spec = StudySpec.from_stored(record.spec)
         optuna_id = self._storage.get_study_id_from_name(record.name)
         trials = self._storage.get_all_trials(optuna_id, deepcopy=False)
         study = optuna.load_study(
             study_name=record.name,
             storage=self._storage,
-            sampler=build_sampler(request, len(trials)),
-            pruner=build_pruner(request),
+            sampler=build_sampler(spec, len(trials)),
+            pruner=build_pruner(spec),
         )
+        counts = Counts()
+        for trial in trials:
+            attrs = trial.user_attrs
+            counts.add_trial(
+                trial.state.name.lower(),
+                retried=bool(attrs.get(ATTR_RETRIED)),
+                raised=Counts.is_raised(attrs),
+            )
         active = ActiveStudy(
             id=record.id,
             name=record.name,
             owner=record.owner,
-            request=request,
+            spec=spec,
             study=study,
-            distributions=distributions_of(request),
+            distributions=distributions_of(spec),
             status=record.status,
             started_at=record.started_at,
             priority=record.priority,
             max_concurrent=record.max_concurrent,
             created_at=record.created_at,
+            counts=self._ledger.open(record.id, counts),
         )
-        for trial in trials:
-            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-                active.finished += 1
-                active.succeeded += 1
-            elif trial.state == TrialState.FAIL and not trial.user_attrs.get(ATTR_RETRIED):
-                active.finished += 1
-                if trial.user_attrs.get(ATTR_ERROR) and not trial.user_attrs.get(ATTR_STOP_REASON):
-                    active.raised += 1
-            elif trial.state == TrialState.WAITING:
-                active.waiting += 1
-        for trial in trials:
-            if trial.state == TrialState.RUNNING:
-                self._recover_orphan(active, trial)
+        orphans = [t for t in trials if t.state == TrialState.RUNNING]
+        for trial in orphans:
+            self._recover_orphan(active, trial)
+        if orphans:
+            self._recorder.flush()
         return active
 
     def _recover_orphan(self, active: ActiveStudy, trial: FrozenTrial) -> None:
         """A trial left RUNNING by a scheduler that died: fail it and re-run its params."""
         attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 1))
         retry = attempt < self._max_attempts
-        self._storage.set_trial_user_attr(trial._trial_id, ATTR_STOP_REASON, "orphaned")
+        attrs: dict[str, object] = {ATTR_STOP_REASON: "orphaned"}
         if retry:
-            self._storage.set_trial_user_attr(trial._trial_id, ATTR_RETRIED, True)
-        self._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            attrs[ATTR_RETRIED] = True
+        self._recorder.user_attrs(trial._trial_id, attrs)
+        trial_id, storage = trial._trial_id, self._storage
+        self._recorder.call(
+            lambda: ignore(storage.set_trial_state_values(trial_id, TrialState.FAIL))
+        )
         log.info("study %s: trial %d was orphaned by a restart", active.name, trial.number)
+        self._ledger.ended(active.id, trial.number, "retried" if retry else "failed")
         if retry:
-            self._enqueue_rerun(active, trial.number, trial.params, attempt, "orphaned")
+            user_attrs = {
+                ATTR_ATTEMPT: attempt + 1,
+                ATTR_RETRY_OF: trial.number,
+                lineages.ATTR_LINEAGE: lineages.lineage_of(trial.user_attrs, trial.number),
+            }
+            if ATTR_PREEMPTIONS in trial.user_attrs:
+                user_attrs[ATTR_PREEMPTIONS] = trial.user_attrs[ATTR_PREEMPTIONS]
+            self._requeue(active, trial.number, dict(trial.params), user_attrs, "orphaned")
         else:
-            active.finished += 1
             metrics.TRIALS_FINISHED.labels("fail").inc()
 
     # ----------------------------------------------------------------- dispatch
@@ -411,102 +366,107 @@ class Scheduler:
         used_gpus = sum(rt.gpus for rt in self._running.values())
         return cpus - used_cpus, gpus - used_gpus
 
-    def _wants_trial(self, active: ActiveStudy) -> bool:
+    def _demand(self, active: ActiveStudy) -> Demand | None:
         if active.draining or active.status not in (
             StudyStatus.QUEUED.value,
             StudyStatus.RUNNING.value,
         ):
-            return False
-        if len(active.running) >= active.max_concurrent:
-            return False
-        return active.waiting > 0 or active.used_slots < active.target
+            return None
+        counts = active.counts
+        room = active.max_concurrent - counts.running
+        startable = min(room, counts.to_start(active.target))
+        if startable <= 0:
+            return None
+        res = active.spec.resources
+        return Demand(
+            study_id=active.id,
+            owner=active.owner,
+            priority=active.priority,
+            cpus=res.cpus,
+            gpus=res.gpus,
+            startable=startable,
+            remaining=active.target - counts.finished,
+            age=(active.created_at.timestamp(), active.id),
+        )
+
+    def _holder(self, key: int, rt: RunningTrial) -> Holder:
+        active = self._studies.get(rt.study_id)
+        checkpoints = active is not None and active.spec.checkpoints
+        return Holder(
+            key=key,
+            study_id=rt.study_id,
+            owner=active.owner if active is not None else "",
+            priority=active.priority if active is not None else 0,
+            cpus=rt.cpus,
+            gpus=rt.gpus,
+            started=rt.started,
+            preemptible=active is not None
+            and rt.preemptions < self._max_preemptions
+            and (checkpoints or self._preempt_non_checkpointing),
+            stopping=rt.stop_reason is not None,
+        )
+
+    def snapshot(self) -> Snapshot:
+        """What the policy decides from (public for tests and diagnostics)."""
+        free_cpus, free_gpus = self._capacity()
+        demands = [d for a in self._studies.values() if (d := self._demand(a)) is not None]
+        return Snapshot(
+            demands=demands,
+            running=[self._holder(k, rt) for k, rt in self._running.items()],
+            free_cpus=free_cpus,
+            free_gpus=free_gpus,
+            served=dict(self._served),
+            serves=self._serves,
+            max_gpus_per_user=self._max_gpus_per_user,
+            trial_limits=dict(self._trial_limits),
+        )
 
     def _dispatch(self) -> None:
-        """Start trials while the cluster has room, fairly.
-
-        Higher priority first. Within a priority, free slots go to users in turn, the user
-        served longest ago first, so one user's large study cannot starve another's small
-        one. Among one user's studies, the one with the fewest trials left to finish takes
-        the slot (the oldest on a tie): short studies finish first, as shortest-remaining-
-        first minimises the mean time a user waits for results. A user's running trials
-        never hold more than ``max_gpus_per_user`` GPUs.
-        """
+        """Start what the policy says, and ask the trials it names to make room."""
         if self._stop.is_set():
             return
-        free_cpus, free_gpus = self._capacity()
-        gpus_by_user: dict[str, float] = {}
-        trials_by_user: dict[str, int] = {}
-        for rt in self._running.values():
-            owner = self._studies[rt.study_id].owner if rt.study_id in self._studies else ""
-            gpus_by_user[owner] = gpus_by_user.get(owner, 0.0) + rt.gpus
-            trials_by_user[owner] = trials_by_user.get(owner, 0) + 1
-        tiers: dict[int, dict[str, list[ActiveStudy]]] = {}
-        for active in sorted(
-            self._studies.values(),
-            key=lambda a: (a.target - a.finished, a.created_at, a.id),
-        ):
-            tiers.setdefault(active.priority, {}).setdefault(active.owner, []).append(active)
-        for priority in sorted(tiers, reverse=True):
-            by_user = tiers[priority]
-            progress = True
-            while progress:
-                progress = False
-                for owner in sorted(by_user, key=lambda u: self._served.get(u, 0)):
-                    for active in by_user[owner]:
-                        res = active.request.resources
-                        if not self._wants_trial(active):
-                            continue
-                        if res.cpus > free_cpus + 1e-9 or res.gpus > free_gpus + 1e-9:
-                            continue
-                        if not self._within_user_limit(gpus_by_user.get(owner, 0.0), res.gpus):
-                            continue
-                        if not self._may_run_another(owner, trials_by_user.get(owner, 0)):
-                            continue
-                        if self._start_trial(active):
-                            free_cpus -= res.cpus
-                            free_gpus -= res.gpus
-                            gpus_by_user[owner] = gpus_by_user.get(owner, 0.0) + res.gpus
-                            trials_by_user[owner] = trials_by_user.get(owner, 0) + 1
-                            self._serves += 1
-                            self._served[owner] = self._serves
-                            progress = True
-                            self._apply_stop_requests()  # a cancel acts mid-dispatch too
-                            break
-
-    def _may_run_another(self, owner: str, running: int) -> bool:
-        """Whether ``owner``'s trials in flight stay within their limit with one more."""
-        limits = self._trial_limits
-        limit = limits[owner] if owner in limits else limits.get("")
-        return limit is None or running < limit
-
-    def _within_user_limit(self, held: float, wanted: float) -> bool:
-        limit = self._max_gpus_per_user
-        return not wanted or limit is None or held + wanted <= limit + 1e-9
+        decision = decide(self.snapshot())
+        self._served, self._serves = decision.served, decision.serves
+        for key in decision.preempt:
+            victim = self._running.get(key)
+            if victim is not None:
+                self._stop_trial(victim, "preempted")
+        for study_id in decision.starts:
+            active = self._studies.get(study_id)
+            if active is not None and active.draining is None:
+                self._start_trial(active)
+                self._apply_stop_requests()  # a cancel acts mid-dispatch too
 
     def _start_trial(self, active: ActiveStudy) -> bool:
+        if active.counts.waiting:
+            self._recorder.flush()  # the re-runs' enqueue must be written before the ask
         trial = active.study.ask(fixed_distributions=active.distributions)
         attrs = trial.user_attrs
         attempt = int(attrs.get(ATTR_ATTEMPT, 1))
-        if ATTR_RETRY_OF in attrs:
-            active.waiting = max(0, active.waiting - 1)
-        knobs, args = split_params(active.request, trial.params)
-        seed_base = active.request.seed if active.request.seed is not None else active.id * 7919
+        spec = active.spec
+        knobs, args = spec.split_params(trial.params)
+        seed_base = spec.seed if spec.seed is not None else active.id * 7919
+        lineage = lineages.lineage_of(attrs, trial.number)  # re-runs: the first attempt's
         request = TrialRequest(
             study_id=active.id,
             trial_number=trial.number,
-            workload=active.request.workload,
-            optimizer=active.request.optimizer,
+            workload=spec.workload,
+            optimizer=spec.optimizer,
             knobs=knobs,
             args=args,
-            seed=(seed_base * 1_000_003 + trial.number) % (2**31),
-            num_cpus=active.request.resources.cpus,
+            seed=(seed_base * 1_000_003 + lineage) % (2**31),
+            num_cpus=spec.resources.cpus,
+            checkpoint_url=self._checkpoint_url,
+            lineage=lineage,
         )
-        res = active.request.resources
+        res = spec.resources
+        self._ledger.started(active.id, trial.number, rerun=ATTR_RETRY_OF in attrs)
+        preemptions = int(attrs.get(ATTR_PREEMPTIONS, 0))
         try:
             handle = self._executor.submit(request, cpus=res.cpus, gpus=res.gpus)
         except Exception as err:
             log.exception("could not submit trial %d of %s", trial.number, active.name)
-            rt = RunningTrial(active.id, trial, None, request, attempt, 0.0, 0.0)
+            rt = RunningTrial(active.id, trial, None, request, attempt, 0.0, 0.0, preemptions)
             self._close(
                 rt,
                 active,
@@ -516,348 +476,6 @@ class Scheduler:
             )
             return False
         self._running[id(handle)] = RunningTrial(
-            active.id, trial, handle, request, attempt, res.cpus, res.gpus
+            active.id, trial, handle, request, attempt, res.cpus, res.gpus, preemptions
         )
-        active.running.add(trial.number)
         return True
-
-    def _mark_started(self, active: ActiveStudy) -> None:
-        """A queued study with a trial on the cluster becomes running."""
-        if active.status != StudyStatus.QUEUED.value or not active.running:
-            return
-        now = utcnow()
-        if repository.transition(
-            self._sessions,
-            active.id,
-            StudyStatus.RUNNING,
-            event="started",
-            message="first trial started",
-            from_statuses=(StudyStatus.QUEUED.value,),
-            started_at=now,
-        ):
-            active.status, active.started_at = StudyStatus.RUNNING.value, now
-
-    # ----------------------------------------------------------------- outcomes
-
-    def _collect(self, timeout: float) -> None:
-        """Record what the running trials sent since the last call (and what is pending)."""
-        for waiting in [rt for rt in self._running.values() if rt.pending is not None]:
-            self._process(waiting)
-        handles = [rt.handle for rt in self._running.values() if rt.pending is None]
-        for handle, outcome in self._executor.poll(handles, timeout if handles else 0):
-            polled = self._running.get(id(handle))
-            if polled is not None:
-                polled.pending = outcome
-                self._process(polled)
-
-    def _process(self, rt: RunningTrial) -> None:
-        """Apply ``rt.pending``; on a database error it stays pending for the next tick.
-
-        Every step is safe to repeat: user attributes are written before ``tell`` (Optuna
-        refuses them on a finished trial), ``tell`` happens once (``rt.told``) and the
-        re-run is enqueued once (``rt.requeued``).
-        """
-        outcome = rt.pending
-        if outcome is None:
-            return
-        try:
-            self._on_outcome(rt, outcome)
-        except Exception:
-            log.warning(
-                "recording an outcome of trial %d failed; will retry",
-                rt.trial.number,
-                exc_info=True,
-            )
-            return
-        rt.pending = None
-
-    def _on_outcome(self, rt: RunningTrial, outcome: Outcome) -> None:
-        active = self._studies.get(rt.study_id)
-        match outcome:
-            case Event(event=Started(placement=p, device=device)):
-                self._storage.set_trial_user_attr(
-                    rt.trial._trial_id,
-                    ATTR_PLACEMENT,
-                    {
-                        "node_id": p.node_id,
-                        "node_ip": p.node_ip,
-                        "hostname": p.hostname,
-                        "pid": p.pid,
-                        "gpu_ids": list(p.gpu_ids),
-                        "cuda_visible_devices": p.cuda_visible_devices,
-                        "device": device,
-                    },
-                )
-            case Event(event=Report() as report):
-                rt.last_sif = report.scale_invariant_fraction
-                if rt.stop_reason is not None:
-                    return
-                rt.trial.report(report.value, report.step)
-                if active is not None and rt.trial.should_prune():
-                    self._stop_trial(rt, "pruned")
-            case Event(event=Finished() as done):
-                attrs: dict[str, Any] = {**done.user_attrs, ATTR_DURATION: done.duration_s}
-                if done.scale_invariant_fraction is not None:
-                    attrs[ATTR_SIF] = done.scale_invariant_fraction
-                if rt.stop_reason is not None:  # it finished before our stop arrived
-                    attrs[ATTR_STOP_REASON] = rt.stop_reason
-                self._close(rt, active, TrialState.COMPLETE, attrs, value=done.value)
-            case Ended():
-                reason = rt.stop_reason or "stopped"
-                attrs = {ATTR_STOP_REASON: reason}
-                if rt.last_sif is not None:
-                    attrs[ATTR_SIF] = rt.last_sif
-                if reason == "pruned":
-                    self._close(rt, active, TrialState.PRUNED, attrs)
-                else:
-                    retry = reason if reason == "shutdown" else None
-                    self._close(rt, active, TrialState.FAIL, attrs, retry_reason=retry)
-            case Raised(error=error):
-                self._close(rt, active, TrialState.FAIL, {ATTR_ERROR: error}, raised=error)
-            case Crashed() if rt.stop_reason is not None:
-                # Killed because it was asked to stop: the stop, not a crash, ended it.
-                self._on_outcome(rt, Ended())
-            case Crashed(error=error):
-                attrs = {ATTR_ERROR: error, ATTR_STOP_REASON: "worker died"}
-                if active is not None:
-                    log.warning(
-                        "study %s: trial %d lost its worker: %s",
-                        active.name,
-                        rt.trial.number,
-                        error,
-                    )
-                self._close(rt, active, TrialState.FAIL, attrs, retry_reason="worker died")
-
-    def _close(
-        self,
-        rt: RunningTrial,
-        active: ActiveStudy | None,
-        state: TrialState,
-        attrs: dict[str, Any],
-        *,
-        value: float | None = None,
-        retry_reason: str | None = None,
-        raised: str | None = None,
-    ) -> None:
-        """Record how a trial ended, re-run it if it died through no fault of its own."""
-        retry = (
-            retry_reason is not None
-            and active is not None
-            and active.draining in (None, "shutdown")
-            and rt.attempt < self._max_attempts
-        )
-        if not rt.told:
-            if retry:
-                attrs = {**attrs, ATTR_RETRIED: True}
-            try:
-                for key, val in attrs.items():
-                    self._storage.set_trial_user_attr(rt.trial._trial_id, key, val)
-                if state == TrialState.COMPLETE:
-                    rt.trial.study.tell(rt.trial, value)
-                else:
-                    rt.trial.study.tell(rt.trial, state=state)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # an earlier try got as far as finishing it
-            rt.told = True
-        if retry and active is not None and retry_reason is not None and not rt.requeued:
-            self._enqueue_rerun(active, rt.trial.number, rt.trial.params, rt.attempt, retry_reason)
-            rt.requeued = True
-        self._forget(rt, active)
-        if retry:
-            return
-        metrics.TRIALS_FINISHED.labels(state.name.lower()).inc()
-        if active is None:
-            return
-        active.finished += 1
-        if state in (TrialState.COMPLETE, TrialState.PRUNED):
-            active.succeeded += 1
-        elif raised is not None:
-            active.raised += 1
-            active.last_error = raised
-        elif retry_reason is not None:
-            self._event(
-                active,
-                "trial_failed",
-                f"trial {rt.trial.number} failed {rt.attempt} times ({retry_reason}); not re-run",
-                {"trial": rt.trial.number},
-            )
-
-    def _enqueue_rerun(
-        self, active: ActiveStudy, number: int, params: dict[str, Any], attempt: int, reason: str
-    ) -> None:
-        active.study.enqueue_trial(
-            params,
-            user_attrs={ATTR_ATTEMPT: attempt + 1, ATTR_RETRY_OF: number},
-            skip_if_exists=False,
-        )
-        active.waiting += 1
-        metrics.TRIALS_RETRIED.labels(reason).inc()
-        self._event(
-            active, "trial_retried", f"trial {number} re-run after: {reason}", {"trial": number}
-        )
-
-    def _forget(self, rt: RunningTrial, active: ActiveStudy | None) -> None:
-        self._running.pop(id(rt.handle), None)
-        if active is not None:
-            active.running.discard(rt.trial.number)
-
-    # ----------------------------------------------------------------- stopping
-
-    def _stop_trial(self, rt: RunningTrial, reason: str) -> None:
-        if rt.stop_reason is None:
-            rt.stop_reason = reason
-            rt.stop_asked = time.monotonic()
-            self._executor.cancel(rt.handle)
-
-    def _apply_stop_requests(self) -> None:
-        """Drain the studies the API cancelled since the last call (``request_stop``)."""
-        while True:
-            try:
-                study_id = self._stop_requests.get_nowait()
-            except queue.Empty:
-                return
-            active = self._studies.get(study_id)
-            if active is not None:
-                self._drain(active, "cancelled")
-
-    def _enforce_stops(self) -> None:
-        """Kill what did not stop within ``STOP_GRACE_S``; past twice that, record it as
-        stopped without waiting for its worker any longer."""
-        now = time.monotonic()
-        for rt in list(self._running.values()):
-            if rt.stop_asked is None or rt.pending is not None:
-                continue
-            waited = now - rt.stop_asked
-            if waited > 2 * STOP_GRACE_S:
-                log.warning("trial %d did not stop; recorded as stopped", rt.trial.number)
-                rt.pending = Ended()
-                self._process(rt)
-            elif waited > STOP_GRACE_S and not rt.forced:
-                log.warning("trial %d did not stop when asked; killing it", rt.trial.number)
-                rt.forced = True
-                self._executor.cancel(rt.handle, force=True)
-
-    def _drain(self, active: ActiveStudy, reason: str) -> None:
-        """Start no more trials of ``active`` and stop the running ones."""
-        if active.draining is None:
-            active.draining = reason
-        for rt in self._running.values():
-            if rt.study_id == active.id:
-                self._stop_trial(rt, reason)
-
-    def _fail_waiting(self, active: ActiveStudy, reason: str) -> None:
-        """Enqueued re-runs that will never start are failed, so none stays waiting."""
-        if active.waiting == 0:
-            return
-        optuna_id = active.study._study_id
-        for trial in self._storage.get_all_trials(
-            optuna_id, deepcopy=False, states=(TrialState.WAITING,)
-        ):
-            self._storage.set_trial_user_attr(trial._trial_id, ATTR_STOP_REASON, reason)
-            self._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            active.finished += 1
-        active.waiting = 0
-
-    def _check_limits(self, active: ActiveStudy) -> None:
-        """Drain a study past its ``timeout_s``, or one whose every trial so far raised."""
-        if active.draining is not None:
-            return
-        if active.timed_out:
-            self._drain(active, "timeout")
-        elif (
-            active.raised >= min(active.request.n_trials, FAIL_STUDY_AFTER) and not active.succeeded
-        ):
-            self._drain(active, "failed")
-
-    def _maybe_end(self, active: ActiveStudy) -> None:
-        request = active.request
-        self._check_limits(active)
-        if active.running:
-            return
-        sampler = active.study.sampler
-        exhausted = (
-            isinstance(sampler, optuna.samplers.GridSampler)
-            and active.waiting == 0
-            and sampler.is_exhausted(active.study)
-        )
-        if active.draining == "shutdown":
-            return
-        if active.draining in ("cancelled", "timeout", "failed"):
-            self._fail_waiting(active, active.draining)
-        elif not ((active.finished >= request.n_trials and active.waiting == 0) or exhausted):
-            return
-        self._studies.pop(active.id, None)
-        if active.draining == "cancelled":
-            return  # the API already recorded it
-        if active.draining == "failed":
-            repository.transition(
-                self._sessions,
-                active.id,
-                StudyStatus.FAILED,
-                event="failed",
-                message=f"every trial failed; last error: {active.last_error}",
-                stop_reason="failed",
-                error=active.last_error,
-                finished_at=utcnow(),
-            )
-            return
-        exhausted = active.target < request.n_trials
-        reason = active.draining or ("grid exhausted" if exhausted else "n_trials")
-        repository.transition(
-            self._sessions,
-            active.id,
-            StudyStatus.COMPLETED,
-            event="completed",
-            message=f"completed ({reason}) with {active.finished} finished trials",
-            stop_reason=reason,
-            finished_at=utcnow(),
-        )
-
-    def _fail_study_record(self, study_id: int, error: str) -> None:
-        repository.transition(
-            self._sessions,
-            study_id,
-            StudyStatus.FAILED,
-            event="failed",
-            message=error,
-            stop_reason="error",
-            error=error,
-            finished_at=utcnow(),
-        )
-
-    def _shutdown(self, grace_s: float) -> None:
-        if not self.lease.held:
-            return
-        for active in self._studies.values():
-            self._drain(active, "shutdown")
-        deadline = time.monotonic() + grace_s
-        while self._running and time.monotonic() < deadline:
-            try:
-                self._collect(0.1)
-            except Exception:  # the cluster went down with us (a signal to the whole group)
-                log.warning("the cluster did not answer while stopping", exc_info=True)
-                break
-            self._enforce_stops()  # what does not stop is recorded within 2 * STOP_GRACE_S
-        for rt in list(self._running.values()):  # past the grace period: record them anyway
-            rt.pending = Ended()
-            self._process(rt)
-        self.lease.release()
-        self.role = "off"
-        metrics.SCHEDULER_LEADER.set(0)
-        log.info("scheduler stopped")
-
-    # ----------------------------------------------------------------- helpers
-
-    def _event(
-        self, active: ActiveStudy, kind: str, message: str, data: dict[str, Any] | None = None
-    ) -> None:
-        with self._sessions.begin() as session:
-            repository.add_event(session, active.id, kind, message, data)
-
-
-def elapsed_seconds(start: datetime | None, end: datetime | None) -> float | None:
-    """Seconds from ``start`` to ``end`` (or now), for the API's timings."""
-    if start is None:
-        return None
-    seconds = ((end or utcnow()) - start).total_seconds()
-    return seconds if math.isfinite(seconds) else None

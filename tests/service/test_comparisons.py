@@ -12,6 +12,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from tests.support.comparisons import comparison_body, submit_comparison, wait_comparison
+from tests.support.in_process import InProcessService
 from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import all_trials, get_study, wait_for
@@ -117,7 +118,7 @@ def test_bad_comparisons_are_refused_naming_the_field(
 
 
 def test_comparisons_are_owned_like_studies_and_cancel_stops_every_part(
-    secured: tuple[ServiceProcess, dict[str, str]], unique_name: str
+    secured: tuple[InProcessService, dict[str, str]], unique_name: str
 ) -> None:
     service, tokens = secured
     with (

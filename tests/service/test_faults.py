@@ -125,6 +125,44 @@ def test_a_killed_service_resumes_after_restart(
         service.stop()
 
 
+def test_a_service_killed_mid_burst_loses_nothing_it_showed(
+    ray_cluster: RayCluster, tmp_path: Path, artifacts_dir: Path, unique_name: str
+) -> None:
+    """Writes are queued off the loop (``service/scheduler/recorder.py``): SIGKILL the
+    service while short trials finish many a second. Every trial the API showed complete
+    before the kill is still complete with the same value; every complete trial has the
+    attributes written before its tell (write-ahead order); the rest are re-run."""
+    url = f"sqlite:///{tmp_path / 'burst.db'}"
+    service = _service(ray_cluster, url, artifacts_dir / "service-burst.log")
+    burst = {"steps": 1, "sleep_s": 0.05}
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as api:
+            body = synthetic(unique_name, n_trials=40, max_concurrent=4, fixed=burst)
+            study = submit(api, **body)
+            wait_for(
+                api, study["id"], lambda s: s["counts"]["complete"] >= 8, 120, "8 complete trials"
+            )
+            shown = {
+                t["number"]: t["value"] for t in all_trials(api, study["id"], state="complete")
+            }
+        service.kill()
+        service.launch()
+        with httpx.Client(base_url=service.url, timeout=30) as api:
+            done = wait_for(api, study["id"], timeout_s=240)
+        assert done["status"] == "completed"
+        trials = _assert_clean_finish(url, unique_name, 40)
+        by_number = {t.number: t for t in trials}
+        for number, value in shown.items():
+            assert by_number[number].state == TrialState.COMPLETE, number
+            assert by_number[number].value == value
+        for t in trials:
+            if t.state == TrialState.COMPLETE:
+                assert "duration_s" in t.user_attrs, t.number
+                assert "placement" in t.user_attrs, t.number
+    finally:
+        service.stop()
+
+
 def _restart_postgres(url: str) -> str:
     """Restart the PostgreSQL server if this machine manages it, else drop every connection."""
     if shutil.which("pg_ctlcluster") and Path("/etc/postgresql").is_dir():

@@ -13,15 +13,13 @@ import httpx
 import pytest
 
 from tests.support.comparisons import comparison_body
-from tests.support.service_process import ServiceProcess
+from tests.support.in_process import InProcessService
 from tests.support.studies import synthetic
 from tests.support.tokens import cli
 
-pytestmark = pytest.mark.ray
-
 
 @pytest.fixture
-def users(secured: tuple[ServiceProcess, dict[str, str]]) -> Iterator[dict[str, httpx.Client]]:
+def users(secured: tuple[InProcessService, dict[str, str]]) -> Iterator[dict[str, httpx.Client]]:
     service, tokens = secured
     clients = {
         name: httpx.Client(

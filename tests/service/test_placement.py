@@ -7,11 +7,13 @@ declares 2 GPUs (this machine has none: Ray schedules by declared resources and 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.support.service_process import ServiceProcess
 from tests.support.studies import all_trials, submit, synthetic, wait_for
 
 pytestmark = pytest.mark.ray
@@ -108,3 +110,57 @@ def test_fractional_gpus_pack_trials_onto_one_gpu(sqlite_api, unique_name: str) 
     for t in trials:
         per_gpu[t["cuda_visible_devices"]] = per_gpu.get(t["cuda_visible_devices"], 0) + 1
     assert sorted(per_gpu.values()) == [2, 2]
+
+
+def test_a_higher_priority_study_preempts_gpu_trials_which_resume(
+    ray_cluster, artifacts_dir, unique_name: str
+) -> None:
+    """The two declared GPUs are held by a low-priority study's one-GPU trials; a
+    higher-priority study submitted afterwards has its trial running within seconds, when
+    a low trial stops at its next report (reports every 0.5 s; a low trial lasts 10 s);
+    every low-priority configuration still completes, the preempted one re-run with the
+    same parameters, one clean curve, and the study's events say so."""
+    env = dict(ray_cluster.env, RAY_ADDRESS=ray_cluster.address)
+    service = ServiceProcess.start(
+        f"sqlite:///{artifacts_dir / 'preempt.db'}",
+        env,
+        artifacts_dir / "service-preempt.log",
+    )
+    gpu = {"gpus": 1, "cpus": 0.5}
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as api:
+            low = submit(
+                api,
+                **synthetic(
+                    f"{unique_name}-low",
+                    n_trials=2,
+                    priority=-5,
+                    resources=gpu,
+                    fixed={"steps": 20, "sleep_s": 0.5},
+                ),
+            )
+            wait_for(api, low["id"], lambda s: s["counts"]["running"] == 2, 60, "2 GPU trials")
+            submitted = datetime.now(UTC)
+            high = submit(
+                api,
+                **synthetic(f"{unique_name}-high", n_trials=1, resources=gpu, fixed={"steps": 1}),
+            )
+            done = wait_for(api, high["id"], timeout_s=60)
+            low_done = wait_for(api, low["id"], timeout_s=120)
+            (first,) = all_trials(api, high["id"])
+            lows = all_trials(api, low["id"])
+            events = api.get(f"/api/v1/studies/{low['id']}/events").json()
+    finally:
+        service.stop()
+    assert done["status"] == low_done["status"] == "completed"
+    started = datetime.fromisoformat(first["datetime_start"])
+    waited = (started if started.tzinfo else started.replace(tzinfo=UTC)) - submitted
+    assert waited < timedelta(seconds=5), f"the high-priority trial waited {waited}"
+    assert sum(t["state"] == "complete" for t in lows) == 2
+    (preempted,) = [t for t in lows if t["stop_reason"] == "preempted"]
+    assert len(preempted["intermediate_values"]) < 20, "it stopped at a report"
+    (rerun,) = [t for t in lows if t["retry_of"] == preempted["number"]]
+    assert rerun["state"] == "complete"
+    assert rerun["params"] == preempted["params"]
+    assert [iv["step"] for iv in rerun["intermediate_values"]] == list(range(20))
+    assert [e["kind"] for e in events].count("trial_preempted") == 1

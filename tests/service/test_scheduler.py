@@ -21,12 +21,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import create_db_engine, session_factory
 from db.migrate import upgrade
 from db.models import Study
-from service import repository
+from service import repository, trial_queries
+from service.api.cluster import queue_of
+from service.api.views import study_out
 from service.cluster import Crashed, Event
 from service.cluster.threads import ThreadCluster, _ThreadTrial
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
+from service.scheduler.ledger import Counts, counts_of
 from service.schemas import StudyCreate
+from service.study_spec import StudySpec
 from workers.messages import Placement, Started, TrialRequest
 
 
@@ -107,6 +111,7 @@ def _wait_status(
 def _die(scheduler: Scheduler) -> None:
     """Stop a scheduler as a killed process would: nothing recorded, the lease left to expire."""
     scheduler._shutdown = lambda grace_s: None  # type: ignore[method-assign]
+    scheduler._recorder.abandon()  # its writes die with it
     scheduler.stop(grace_s=0)
 
 
@@ -269,67 +274,6 @@ def test_graceful_stop_leaves_nothing_running_and_resumes_later(parts) -> None:
     assert done.stop_reason == "n_trials"
 
 
-def _overlap(trials: list[optuna.trial.FrozenTrial]) -> int:
-    edges = []
-    for t in trials:
-        edges += [(t.datetime_start, 1), (t.datetime_complete, -1)]
-    running = peak = 0
-    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
-        running += delta
-        peak = max(peak, running)
-    return peak
-
-
-def test_users_take_turns_so_a_small_study_is_not_starved(parts) -> None:
-    sessions, storage = parts
-    slow = {"steps": 4, "sleep_s": 0.03}
-    big = _submit(sessions, storage, "big", owner="ann", n_trials=40, max_concurrent=2, fixed=slow)
-    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
-    scheduler.start()
-    try:
-        while len(_trials(storage, "big")) < 3:
-            time.sleep(0.02)
-        small = _submit(
-            sessions, storage, "small", owner="ben", n_trials=3, max_concurrent=2, fixed=slow
-        )
-        _wait_status(sessions, small.id, ("completed",))
-        big_done = sum(1 for t in _trials(storage, "big") if t.state == TrialState.COMPLETE)
-        _wait_status(sessions, big.id, ("completed",), timeout_s=120)
-    finally:
-        scheduler.stop()
-    # Ben's 3 trials took every other free slot: Ann finished only a few in the meantime.
-    assert big_done <= 12, big_done
-
-
-def test_a_users_short_study_finishes_before_their_long_one(parts) -> None:
-    sessions, storage = parts
-    slow = {"steps": 4, "sleep_s": 0.03}
-    executor = FlakyExecutor(cpus=2)  # two slots for the user's two studies
-    long = _submit(
-        sessions, storage, "long", owner="ann", n_trials=12, max_concurrent=2, fixed=slow
-    )
-    scheduler = Scheduler(sessions, storage, executor)
-    scheduler.start()
-    try:
-        while len(executor.submitted) < 2:
-            time.sleep(0.02)
-        short = _submit(
-            sessions, storage, "short", owner="ann", n_trials=3, max_concurrent=2, fixed=slow
-        )
-        _wait_status(sessions, short.id, ("completed",))
-        long_done = sum(1 for t in _trials(storage, "long") if t.state == TrialState.COMPLETE)
-        _wait_status(sessions, long.id, ("completed",), timeout_s=60)
-    finally:
-        scheduler.stop()
-    order = [r.study_id for r in executor.submitted]
-    first_short = order.index(short.id)
-    # Submitted later, the short study took the slots that freed up until its 3 trials had
-    # started, and finished while the long one was still far from done.
-    assert order[first_short : first_short + 3] == [short.id] * 3
-    assert long.id in order[first_short + 3 :], "the long study waited with trials to start"
-    assert long_done < 12, long_done
-
-
 def test_higher_priority_is_served_first(parts) -> None:
     sessions, storage = parts
     slow = {"steps": 4, "sleep_s": 0.03}
@@ -361,66 +305,6 @@ def test_higher_priority_is_served_first(parts) -> None:
     assert order[first_high : first_high + 4] == [high.id] * 4
 
 
-def test_a_user_holds_at_most_their_gpu_share(parts) -> None:
-    sessions, storage = parts
-    slow = {"steps": 4, "sleep_s": 0.03}
-    gpu = {"gpus": 1, "cpus": 1}
-    ann = _submit(
-        sessions,
-        storage,
-        "ann-gpu",
-        owner="ann",
-        n_trials=4,
-        max_concurrent=4,
-        resources=gpu,
-        fixed=slow,
-    )
-    ben = _submit(
-        sessions,
-        storage,
-        "ben-gpu",
-        owner="ben",
-        n_trials=4,
-        max_concurrent=4,
-        resources=gpu,
-        fixed=slow,
-    )
-    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=8, gpus=2), max_gpus_per_user=1)
-    scheduler.start()
-    try:
-        _wait_status(sessions, ann.id, ("completed",))
-        _wait_status(sessions, ben.id, ("completed",))
-    finally:
-        scheduler.stop()
-    assert _overlap(_trials(storage, "ann-gpu")) == 1
-    assert _overlap(_trials(storage, "ben-gpu")) == 1
-    both = _trials(storage, "ann-gpu") + _trials(storage, "ben-gpu")
-    assert _overlap(both) == 2, "the two users used both GPUs side by side"
-
-
-def test_a_user_runs_at_most_their_trials_in_flight(parts) -> None:
-    """``max_running_trials_per_user`` (and a user's own limit): ann's two studies never
-    run more than two trials at once between them, with room for eight; ben, with no limit
-    of his own but the default of three, never more than three; the admin root none."""
-    sessions, storage = parts
-    slow = {"steps": 4, "sleep_s": 0.03}
-    for name, owner in [("ann-a", "ann"), ("ann-b", "ann"), ("ben-a", "ben"), ("root-a", "root")]:
-        _submit(sessions, storage, name, owner=owner, n_trials=6, max_concurrent=6, fixed=slow)
-    limits = {"ann": 2, "root": None, "": 3}
-    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=16), trial_limits=lambda: limits)
-    scheduler.start()
-    try:
-        with sessions() as session:
-            ids = [s.id for s in repository.active_studies(session)]
-        for study_id in ids:
-            _wait_status(sessions, study_id, ("completed",))
-    finally:
-        scheduler.stop()
-    assert _overlap(_trials(storage, "ann-a") + _trials(storage, "ann-b")) == 2
-    assert _overlap(_trials(storage, "ben-a")) == 3
-    assert _overlap(_trials(storage, "root-a")) > 3, "an admin without a limit of their own"
-
-
 def test_a_trial_that_ignores_its_stop_is_recorded_stopped_after_the_grace(
     parts, monkeypatch
 ) -> None:
@@ -428,7 +312,7 @@ def test_a_trial_that_ignores_its_stop_is_recorded_stopped_after_the_grace(
     scheduler kills it after ``STOP_GRACE_S`` and, past twice that, counts it stopped, so
     a cancel frees its slot within seconds whatever the workload does."""
     sessions, storage = parts
-    monkeypatch.setattr("service.scheduler.core.STOP_GRACE_S", 0.5)
+    monkeypatch.setattr("service.scheduler.outcomes.STOP_GRACE_S", 0.5)
     forced: list[bool] = []
 
     class Recording(ThreadCluster):
@@ -537,3 +421,122 @@ def _row_of(study: Study) -> dict[str, Any]:
     """The columns of a study row a new row can copy (not its id or timestamps)."""
     skip = {"id", "created_at", "started_at", "finished_at", "status", "error"}
     return {c.name: getattr(study, c.name) for c in Study.__table__.columns if c.name not in skip}
+
+
+# --------------------------------------------------------------------------- the ledger
+
+
+def test_the_scheduler_the_api_and_the_cluster_view_count_alike(parts) -> None:
+    """Tick by tick, with every write flushed, the scheduler's ledger equals what the API
+    reads from the database (``ledger_rows``), retried crashes included; and the queue of
+    ``/api/v1/cluster`` says the study has trials to start exactly while the ledger does."""
+    sessions, storage = parts
+    executor = FlakyExecutor(crash={0, 1, 3}, cpus=2)
+    study = _submit(sessions, storage, "ledger", n_trials=5, fixed={"steps": 1})
+    scheduler = Scheduler(sessions, storage, executor, max_trial_attempts=3)
+    seen_retried = 0
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, "the study did not end"
+        scheduler.tick()
+        scheduler._recorder.flush()
+        live = scheduler.counts(study.id)
+        with sessions() as session:
+            stored = counts_of(trial_queries.ledger_rows(session, study.optuna_study_id))
+            running, queued = queue_of(session)
+        if live is None:  # the study ended
+            break
+        assert live == stored
+        assert running == live.running
+        assert bool(queued.get("tester")) == (live.to_start(5) > 0)
+        seen_retried = max(seen_retried, live.retried)
+    assert seen_retried == 3
+    assert stored == Counts(finished=5, succeeded=5, retried=3)
+    with sessions() as session:
+        out = study_out(session, repository.get_study(session, study.id))
+    assert (out.counts.finished, out.counts.retried, out.counts.fail) == (5, 3, 3)
+
+
+# --------------------------------------------------------------------------- stored spec
+
+
+def test_a_missing_workload_fails_its_own_trials_not_the_queue(parts) -> None:
+    """A study whose workload was uninstalled after submission still loads (its stored
+    spec is not checked against today's plug-ins): its trials fail with a message naming
+    the workload, the study fails, and another study in the queue completes."""
+    sessions, storage = parts
+    gone = _submit(sessions, storage, "gone", n_trials=3, max_concurrent=1)
+    fine = _submit(sessions, storage, "fine", n_trials=3)
+    with sessions.begin() as session:
+        row = session.get(Study, gone.id)
+        assert row is not None
+        row.spec = {**row.spec, "workload": "uninstalled-plugin"}
+    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
+    scheduler.start()
+    try:
+        assert _wait_status(sessions, fine.id, ("completed", "failed")).status == "completed"
+        failed = _wait_status(sessions, gone.id, ("completed", "failed"))
+    finally:
+        scheduler.stop()
+    assert failed.status == "failed"
+    assert "uninstalled-plugin" in (failed.error or "")
+    errors = {t.user_attrs.get("error", "") for t in _trials(storage, "gone")}
+    assert all("uninstalled-plugin" in e for e in errors), errors
+
+
+def test_patch_updates_the_stored_spec(parts) -> None:
+    sessions, storage = parts
+    study = _submit(sessions, storage, "patched", priority=0, max_concurrent=1)
+    repository.update_study(sessions, study.id, {"priority": 7, "max_concurrent": 3}, by="t")
+    with sessions() as session:
+        row = repository.get_study(session, study.id)
+    spec = StudySpec.from_stored(row.spec)
+    assert (row.priority, row.max_concurrent) == (7, 3)
+    assert (spec.priority, spec.max_concurrent) == (7, 3)
+    assert row.spec["version"] == 1
+
+
+# --------------------------------------------------------------------------- preemption
+
+
+def test_a_higher_priority_study_preempts_and_the_preempted_trials_resume(parts) -> None:
+    """Two GPUs held by a low-priority study's trials; a high-priority GPU study arrives:
+    a low trial is stopped at its next report and re-queued with the same parameters
+    (``retry_of``, ``preemptions``; not a failed attempt), the high study's trial starts
+    in its place, and every low-priority configuration still completes."""
+    sessions, storage = parts
+    steps = {"steps": 8, "sleep_s": 0.1}
+    gpu = {"gpus": 1, "cpus": 1}
+    low = _submit(
+        sessions, storage, "low-gpu", n_trials=2, max_concurrent=2, resources=gpu, fixed=steps
+    )
+    executor = FlakyExecutor(cpus=8)
+    executor._gpus = 2
+    scheduler = Scheduler(
+        sessions, storage, executor, max_preemptions=1, preempt_non_checkpointing=True
+    )
+    scheduler.start()
+    try:
+        while len(executor.submitted) < 2:
+            time.sleep(0.02)
+        high = _submit(
+            sessions, storage, "high-gpu", n_trials=1, priority=5, resources=gpu, fixed={"steps": 1}
+        )
+        _wait_status(sessions, high.id, ("completed",))
+        _wait_status(sessions, low.id, ("completed",), timeout_s=60)
+    finally:
+        scheduler.stop()
+    order = [r.study_id for r in executor.submitted]
+    assert order[:3] == [low.id, low.id, high.id], "the high trial started before any low one ended"
+    lows = _trials(storage, "low-gpu")
+    preempted = [t for t in lows if t.user_attrs.get("stop_reason") == "preempted"]
+    assert len(preempted) == 1
+    (rerun,) = [t for t in lows if t.user_attrs.get("retry_of") == preempted[0].number]
+    assert rerun.params == preempted[0].params
+    assert rerun.state == TrialState.COMPLETE
+    assert rerun.user_attrs["preemptions"] == 1
+    assert rerun.user_attrs["attempt"] == 1, "a preemption is not a failed attempt"
+    assert sum(t.state == TrialState.COMPLETE for t in lows) == 2
+    with sessions() as session:
+        kinds = [e.kind for e in repository.get_study(session, low.id).events]
+    assert kinds.count("trial_preempted") == 1

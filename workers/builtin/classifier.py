@@ -2,7 +2,9 @@
 
 Mini-batches drawn in the trial's seeded order, cross-entropy, the trial's optimizer with
 an optional cosine schedule over all steps, and the validation accuracy reported after each
-epoch (so the pruner can stop the trial early).
+epoch (so the pruner can stop the trial early). After each report the model, optimizer,
+schedule and shuffling state are checkpointed, so a re-run trial continues with the next
+epoch and ends exactly where an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -66,7 +68,17 @@ def train_classifier(
     shuffle = torch.Generator().manual_seed(ctx.seed)
     norms = [weight_norm(model)]  # at start, then after each epoch (the paper's figure)
     last = 0.0
-    for epoch in range(epochs):
+    saved = ctx.load_checkpoint()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        shuffle.set_state(saved["shuffle"])
+        torch.set_rng_state(saved["torch_rng"])
+        last = float(saved["last"])
+        norms = [float(n) for n in saved.get("norms", norms)]
+    for epoch in range(ctx.last_step + 1, epochs):
         model.train()
         order = torch.randperm(len(y_train), generator=shuffle).to(ctx.device)
         for start in range(0, len(order), batch_size):
@@ -83,4 +95,15 @@ def train_classifier(
         norms.append(weight_norm(model))
         ctx.set_user_attr("weight_norms", [round(n, 6) for n in norms[-MAX_NORMS:]])
         ctx.report(last, epoch)
+        ctx.save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "shuffle": shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "last": last,
+                "norms": norms,
+            }
+        )
     return last

@@ -63,6 +63,7 @@ def train(ctx: TrialContext) -> float:
 WORKLOAD = register(
     Workload(
         name="digits-cnn",
+        checkpoints=True,
         train=train,
         metric="val_accuracy",
         direction="maximize",

@@ -201,6 +201,7 @@ _PROJECTION_SPACE = {
 WORKLOAD = register(
     Workload(
         name="mnist1d-cnn",
+        checkpoints=True,
         train=train,
         metric="val_accuracy",
         direction="maximize",

@@ -5,6 +5,9 @@ optimizer's default ``lr``, ``delta = 0.1`` and ``wd_ratio = 0.1``; a learning c
 decays towards it is reported over ``steps`` steps, ``sleep_s`` apart, so pruners have
 something to compare. ``fail_rate`` makes a seeded fraction of trials raise, to exercise
 failure handling. No tensors are involved: a trial costs only what ``sleep_s`` asks for.
+With ``sleep_s > 0`` the noise generator's state is checkpointed after each step, so a
+re-run trial continues the same curve (what the resume tests check); instant trials
+(``sleep_s = 0``, the load benchmarks) have nothing worth resuming and save none.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from typing import Any
 
 from workers.context import TrialContext
 from workers.optimizer_specs import OPTIMIZERS
@@ -45,18 +49,31 @@ def train(ctx: TrialContext) -> float:
         raise SyntheticFailure(f"synthetic failure (fail_rate={ctx.args['fail_rate']})")
     final = loss_of(ctx.optimizer_name, ctx.knobs)
     value = final
-    for step in range(steps):
+    saved = ctx.load_checkpoint()
+    if saved is not None:
+        rng.setstate(_as_state(saved["rng"]))
+        value = float(saved["value"])
+    for step in range(ctx.last_step + 1, steps):
         if ctx.args["sleep_s"] > 0:
             time.sleep(ctx.args["sleep_s"])
         decay = math.exp(-4.0 * (step + 1) / steps)
         value = final + (1.0 + final) * decay + ctx.args["noise"] * rng.gauss(0.0, 1.0)
         ctx.report(value, step)
+        if ctx.args["sleep_s"] > 0:
+            ctx.save_checkpoint({"rng": rng.getstate(), "value": value})
     return value
+
+
+def _as_state(saved: Any) -> tuple[Any, ...]:
+    """``random.Random.getstate()`` back from a checkpoint (lists may come back for tuples)."""
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
 
 
 WORKLOAD = register(
     Workload(
         name="synthetic",
+        checkpoints=True,
         train=train,
         metric="loss",
         direction="minimize",

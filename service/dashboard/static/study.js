@@ -154,6 +154,9 @@
     text("best-summary", `trial ${best.trial}: ${study.metric || "value"} = ${fmtNumber(best.value)}`);
     text("best-python", best.python);
     document.getElementById("copy-python").hidden = false;
+    const link = document.getElementById("best-checkpoint");
+    link.hidden = best.checkpoint === null;
+    if (best.checkpoint !== null) link.href = best.checkpoint;
   }
 
   document.getElementById("copy-python").addEventListener("click", async (ev) => {
