@@ -33,7 +33,8 @@ RUN python -m pip install -c constraints.txt ".[service]" \
     && python -c "import adamp, db.migrate, service.app, workers, torch, ray"
 
 # Run as an unprivileged user; Ray keeps its session files under /tmp/ray and ~/.ray.
-RUN useradd --create-home --uid 1000 --shell /bin/bash adamp
+RUN useradd --create-home --uid 1000 --shell /bin/bash adamp \
+    && mkdir /checkpoints && chown adamp /checkpoints  # a new volume mounted here keeps it
 USER adamp
 WORKDIR /home/adamp
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.browser import chromium
+from tests.support.in_process import InProcessService
 from tests.support.postgres import fresh_database
 from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
@@ -108,15 +109,37 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessService]:
+    """The app in this process on a SQLite file and a thread cluster: no Ray, no subprocess.
+
+    For tests of what the API answers (validation, reads); those that need Ray's placement
+    or a separate process use ``sqlite_service``.
+    """
+    path = tmp_path_factory.mktemp("local")
+    service = InProcessService.start(f"sqlite:///{path / 'local.db'}", path / "data")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def local_api(local_service: InProcessService) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=local_service.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
 def secured(
-    tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster, artifacts_dir: Path
-) -> Iterator[tuple[ServiceProcess, dict[str, str]]]:
-    """A service with ``ADAMP_TUNE_AUTH=required`` and tokens made with the CLI before it
-    started: ``alice``, ``bob``, ``root`` (admin), and ``revoked`` (created, then revoked)."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('auth') / 'auth.db'}"
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[InProcessService, dict[str, str]]]:
+    """A service with ``auth=required`` (in this process, on a thread cluster) and tokens
+    made with the CLI before it started: ``alice``, ``bob``, ``root`` (admin), and
+    ``revoked`` (created, then revoked)."""
+    path = tmp_path_factory.mktemp("auth")
+    url = f"sqlite:///{path / 'auth.db'}"
     tokens = make_tokens(url, {"alice": [], "bob": [], "root": ["--admin"], "revoked": []})
-    base = dict(ray_cluster.env, RAY_ADDRESS=ray_cluster.address)
-    service = ServiceProcess.start(url, base, artifacts_dir / "service-auth.log", auth="required")
+    service = InProcessService.start(url, path / "data", auth="required")
     try:
         yield service, tokens
     finally:

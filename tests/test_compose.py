@@ -246,3 +246,14 @@ def test_api_environment_gives_team_mode_settings(
     assert settings.auth_required
     assert not settings.embedded_ray
     assert settings.resolved_database_url.startswith("postgresql+psycopg://")
+
+
+def test_checkpoints_are_on_a_volume_the_api_and_every_ray_node_share(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Workers write checkpoints, the API serves and deletes them: one store for all."""
+    url = environment(services["api"])["ADAMP_TUNE_CHECKPOINT_URL"]
+    for name in ("api", "ray-head", "ray-worker"):
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in services[name]["volumes"]}
+        assert mounts.get(url) == "checkpoints", f"{name} does not mount {url}"
+    assert "chown adamp /checkpoints" in DOCKERFILE.read_text(), "writable by the user"

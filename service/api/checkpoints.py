@@ -19,6 +19,7 @@ from service.api.deps import StateDep, StudyId, TrialNumber, UserDep
 from service.api.errors import responses
 from service.checkpoints.lineage import trial_lineage
 from service.errors import Forbidden, NotFound
+from service.schemas import ErrorOut
 from workers.checkpoints import CheckpointStore, CheckpointStoreError
 
 router = APIRouter(prefix="/api/v1/studies/{study_id}/trials", tags=["trials"])
@@ -33,6 +34,11 @@ router = APIRouter(prefix="/api/v1/studies/{study_id}/trials", tags=["trials"])
             "description": "the checkpoint file (torch.save of {format, step, state})",
         },
         **responses(401, 403, 404, 503),
+        404: {
+            "model": ErrorOut,
+            "description": "no such study or trial, or the trial has no checkpoint (its "
+            "workload saves none, or it was deleted after its retention)",
+        },
     },
 )
 def download_checkpoint(

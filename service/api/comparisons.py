@@ -75,11 +75,11 @@ def list_comparisons(
     status_: Annotated[list[StudyStatusName] | None, Query(alias="status")] = None,
     owner: Annotated[str | None, Query(max_length=64)] = None,
     workload: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Offset = 0,
 ) -> Page[ComparisonOut]:
-    """Comparisons, newest first, filtered by status (repeatable), owner and workload.
-    A running comparison's provisional report is left out here (fetch it by id)."""
+    """Comparisons, newest first, filtered by status (repeatable), owner and workload;
+    ``report`` is left out here (``null``): fetch a comparison by id for it."""
     items, total = store.list_comparisons(
         session, statuses=status_ or [], owner=owner, workload=workload, limit=limit, offset=offset
     )

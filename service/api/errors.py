@@ -29,11 +29,12 @@ _MEANING = {
     401: "no valid token (missing, unknown, revoked or expired) where auth is on",
     403: "someone else's study, a priority above the caller's cap, or a write from another "
     "site or without the CSRF header",
-    404: "no such study or trial",
-    409: "a study of that name exists (ignoring case and Unicode form), or it has ended",
+    404: "no such study, trial or comparison",
+    409: "a study or comparison of that name exists (ignoring case and Unicode form), or it "
+    "has ended",
     413: "the request body is over the limit (ADAMP_TUNE_MAX_BODY_BYTES)",
     429: "a per-user limit is reached (studies queued or running at once)",
-    503: "the database is unavailable",
+    503: "the database (or, for a checkpoint, the checkpoint store) is unavailable",
 }
 
 

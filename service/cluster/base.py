@@ -39,9 +39,14 @@ class Raised:
 
 @dataclass(frozen=True)
 class Crashed:
-    """The worker process or its node died: the trial is re-run."""
+    """The worker process or its node died, or the cluster was lost: the trial is re-run.
+
+    ``reason`` is recorded as the trial's stop reason: ``worker died``, or ``orphaned`` when
+    the service lost its connection to the whole cluster.
+    """
 
     error: str
+    reason: str = "worker died"
 
 
 Outcome = Event | Ended | Raised | Crashed

@@ -1,4 +1,5 @@
-"""The Ray cluster: the only module of the service that touches Ray.
+"""The Ray cluster: with ``service.cluster.ray_connection``, the only modules of the service
+that import Ray.
 
 ``RayCluster`` connects this process to Ray (a local Ray it starts itself, the embedded
 default, or the team's cluster at ``RAY_ADDRESS``), runs each trial as a Ray streaming task
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -31,92 +33,47 @@ from service.cluster.base import (
     Raised,
     describe,
 )
+from service.cluster.ray_connection import (
+    NAMESPACE,
+    connect_ray,
+    disconnect_ray,
+    host_port,
+    process_name,
+    read_gcs,
+)
 from service.settings import Settings
-from workers.messages import TrialRequest
+from workers.messages import Finished, TrialRequest
 
 log = logging.getLogger(__name__)
-NAMESPACE = "adamp-tune"
 
 
-@contextmanager
-def _keep_signal_handlers() -> Iterator[None]:
-    """``ray.init`` replaces SIGTERM/SIGINT handlers with ones that exit at once; the
-    server's own handlers (uvicorn's graceful shutdown) must stay in charge."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            if handler is not None:
-                signal.signal(sig, handler)
+@dataclass(eq=False)  # the scheduler keys its trials by handle identity
+class _RayTrial:
+    """A trial's Ray stream and the connection (``session``) it was submitted on."""
 
-
-def connect_ray(settings: Settings) -> bool:
-    """Start a local Ray or join ``settings.ray_address``; returns whether this process
-    started Ray (and so must shut it down)."""
-    if ray.is_initialized():
-        return False
-    options: dict[str, Any] = {
-        "namespace": NAMESPACE,
-        "log_to_driver": settings.log_level == "debug",
-        "logging_level": logging.WARNING,
-    }
-    if settings.embedded_ray:
-        log.info("starting a local Ray (embedded mode)")
-        with _keep_signal_handlers():
-            ray.init(
-                num_cpus=settings.ray_num_cpus,
-                num_gpus=settings.ray_num_gpus,
-                include_dashboard=False,
-                **options,
-            )
-        return True
-    log.info("joining the Ray cluster at %s", settings.ray_address)
-    with _keep_signal_handlers():
-        ray.init(address=settings.ray_address, **options)
-    return False
-
-
-def disconnect_ray(started_here: bool, timeout_s: float = 5.0) -> None:
-    """Leave Ray; if this process started it, make sure none of its processes outlive us.
-
-    ``ray.shutdown`` can wait a long time for a GCS that a signal to the whole process
-    group already ended, so it gets ``timeout_s``; then any process of the local Ray still
-    alive is terminated, and killed if it does not go.
-    """
-    children = psutil.Process().children(recursive=True) if started_here else []
-    stopper = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
-    stopper.start()
-    stopper.join(timeout_s)
-    if stopper.is_alive():
-        log.warning("Ray did not shut down within %.0f s; stopping its processes", timeout_s)
-    alive = [p for p in children if p.is_running()]
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, still = psutil.wait_procs(alive, timeout=3)
-    for proc in still:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-
-
-def _node(raw: dict[str, Any]) -> NodeCapacity:
-    resources = dict(raw.get("Resources", {}))
-    return NodeCapacity(
-        node_id=raw["NodeID"],
-        cpus=resources.get("CPU", 0.0),
-        gpus=resources.get("GPU", 0.0),
-        address=raw.get("NodeManagerAddress", ""),
-        alive=bool(raw.get("Alive")),
-        is_head="node:__internal_head__" in resources,
-        resources={k: v for k, v in resources.items() if not k.startswith("node:")},
-    )
+    stream: Any
+    session: int
 
 
 class RayCluster:
-    """Trials as Ray streaming tasks, on the Ray that ``settings`` names."""
+    """Trials as Ray streaming tasks, on the Ray that ``settings`` names; survives losing it.
+
+    A supervisor thread checks every ``CHECK_EVERY_S`` that Ray is still there without
+    calling Ray (a TCP connection to the GCS in team mode; the local GCS and raylet
+    processes in the embedded default), because every Ray call blocks while the GCS is down
+    and Ray ends the whole process after a minute of that. After ``LOST_AFTER`` failed
+    checks the connection is declared lost: this process leaves Ray (the embedded default
+    stops what is left of its local Ray), every trial submitted before ends as ``Crashed``
+    (the scheduler fails it as orphaned and runs it again), and the supervisor connects again
+    (the embedded default starts a new local Ray), retrying with a growing delay up to
+    ``RETRY_MAX_S``. Meanwhile ``connection()`` says why, so ``/healthz`` answers 503.
+    A reader thread refreshes the view of the nodes every ``NODES_EVERY_S``.
+    """
 
     NODES_EVERY_S = 2.0
+    CHECK_EVERY_S = 1.0
+    LOST_AFTER = 3
+    RETRY_MAX_S = 15.0
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -125,34 +82,175 @@ class RayCluster:
         self._free: dict[str, float] = {}
         self._nodes_read = threading.Event()
         self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._lock = threading.RLock()  # Ray calls of the scheduler vs. leaving/joining Ray
+        self._session = 0
+        self._connected = False
+        self._problem: str | None = "ray: not connected yet"
+        self._gcs: tuple[str, int] | None = None
+        self._local: list[psutil.Process] = []
+        self._ended: list[Any] = []  # streams of ended trials, see _release_ended
+        self._orphans: list[Any] = []  # streams of a lost Ray: never released
 
     # ------------------------------------------------------------ connection
 
     def start(self) -> None:
-        self._started_here = connect_ray(self._settings)
-        self._watcher = threading.Thread(target=self._watch, name="ray-nodes", daemon=True)
-        self._watcher.start()
+        self._connect()
+        for name, target in (("ray-supervisor", self._supervise), ("ray-nodes", self._watch)):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def close(self) -> None:
         self._stop.set()
-        disconnect_ray(started_here=self._started_here)
+        self._connected = False
+        self._leave()
 
     def connection(self) -> Connection:
-        if not ray.is_initialized():
-            return Connection(False, "ray: not connected")
+        if not self._connected:
+            return Connection(False, self._problem or "ray: not connected")
         return Connection(True)
 
-    def _watch(self) -> None:
+    def _connect(self) -> None:
+        """Join (or start) Ray and remember how to tell later that it is still there."""
+        with self._lock:
+            self._started_here = connect_ray(self._settings)
+            self._gcs = host_port(ray.get_runtime_context().gcs_address)
+            self._local = (
+                [
+                    p
+                    for p in psutil.Process().children(recursive=True)
+                    if process_name(p) in ("gcs_server", "raylet")
+                ]
+                if self._started_here
+                else []
+            )
+            self._session += 1
+            self._connected, self._problem = True, None
+        self._read_view()
+
+    def _alive(self) -> bool:
+        """Whether Ray is still there, asked without calling Ray."""
+        if self._local:
+            return all(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in self._local)
+        return self._reachable()
+
+    def _supervise(self) -> None:
+        failures = 0
+        while not self._stop.wait(self.CHECK_EVERY_S):
+            if not self._connected:
+                continue
+            try:
+                alive = self._alive()
+            except psutil.Error:
+                alive = False
+            failures = 0 if alive else failures + 1
+            if alive:
+                self._release_ended()
+            if failures >= self.LOST_AFTER:
+                self._lose()
+                self._reconnect()
+                failures = 0
+
+    def _release_ended(self) -> None:
+        """Let go of the streams of ended trials, just after seeing Ray alive.
+
+        Dropping a stream calls into Ray's core worker, and once Ray has gone (its local
+        raylet died) any such call ends this process. So the scheduler never drops the last
+        reference itself: streams are released here, and those of a lost Ray never.
+        """
+        with self._lock:
+            if self._connected:
+                self._ended.clear()
+
+    def _lose(self) -> None:
+        what = "the local Ray stopped" if self._started_here else f"lost Ray at {self._where()}"
+        log.error("%s: its running trials are re-run once Ray is back", what)
+        self._connected, self._problem = False, f"ray: {what}; reconnecting"
+        self._session += 1  # every trial submitted before is lost with it
+        self._orphans += self._ended
+        self._ended = []
+        self._nodes, self._free = [], {}
+        self._leave(timeout_s=20)
+
+    def _leave(self, timeout_s: float = 5.0) -> None:
+        """Leave Ray, waiting a little for a Ray call of the scheduler to return first.
+
+        With the GCS gone leaving takes a few seconds; it must be done within Ray's own
+        minute, after which Ray ends this process.
+        """
+        acquired = self._lock.acquire(timeout=10)
+        try:
+            disconnect_ray(started_here=self._started_here, timeout_s=timeout_s)
+        finally:
+            if acquired:
+                self._lock.release()
+
+    def _reconnect(self) -> None:
+        delay, attempt = 1.0, 0
         while not self._stop.is_set():
-            self._read_view()
-            self._stop.wait(self.NODES_EVERY_S)
+            attempt += 1
+            try:
+                if self._settings.embedded_ray or self._ready():
+                    self._connect()
+                    log.warning("Ray is back (attempt %d): trials run again", attempt)
+                    return
+            except Exception as err:
+                log.warning("could not reach Ray yet (attempt %d): %s", attempt, err)
+                with contextlib.suppress(Exception):
+                    disconnect_ray(started_here=self._settings.embedded_ray)
+            doing = (
+                "restarting the local Ray"
+                if self._settings.embedded_ray
+                else f"waiting for Ray at {self._where()}"
+            )
+            self._problem = f"ray: {doing} (attempt {attempt}, next in {delay:.0f} s)"
+            self._stop.wait(delay)
+            delay = min(self.RETRY_MAX_S, delay * 2)
+
+    def _reachable(self) -> bool:
+        """Whether the GCS accepts a TCP connection (it may not answer yet, but it is up)."""
+        if self._gcs is None:
+            return True
+        try:
+            with socket.create_connection(self._gcs, timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def _ready(self) -> bool:
+        """Whether the cluster at ``ray_address`` is up and answers a client with a live node.
+
+        Asked from a separate process: joining a head that is still starting can fail a
+        check inside Ray's C++ core, which ends the process that tried.
+        """
+        if not self._reachable():
+            return False
+        code = (
+            "import ray, sys\n"
+            f"ray.init(address={self._settings.ray_address!r}, namespace={NAMESPACE!r}, "
+            "log_to_driver=False, logging_level='ERROR')\n"
+            "sys.exit(0 if any(n['Alive'] for n in ray.nodes()) else 1)\n"
+        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, timeout=60, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
+    def _where(self) -> str:
+        return f"{self._gcs[0]}:{self._gcs[1]}" if self._gcs else str(self._settings.ray_address)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.NODES_EVERY_S):
+            if self._connected:
+                self._read_view()
 
     def _read_view(self) -> None:
         try:
-            self._nodes = [_node(n) for n in ray.nodes()]
-            self._free = dict(ray.available_resources())
-        except Exception:  # not connected yet, or the GCS is down: keep the last view
+            with self._lock:  # never while leaving Ray: a call then ends the process
+                if self._connected:
+                    self._nodes, self._free = read_gcs(timeout_s=3)
+        except Exception:  # the GCS is down or was replaced: the supervisor sees to it
             log.debug("could not read Ray's nodes", exc_info=True)
         self._nodes_read.set()
 
@@ -172,19 +270,41 @@ class RayCluster:
     # ------------------------------------------------------------ trials
 
     def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
-        from workers.remote import submit_trial  # noqa: PLC0415 - the task's module imports Ray's worker side
+        # The task's module imports the worker side (torch), needed only once trials run.
+        from workers.remote import submit_trial  # noqa: PLC0415
 
-        return submit_trial(request, num_cpus=cpus, num_gpus=gpus)
+        with self._lock:
+            if not self._connected:  # Ray would start a local Ray of its own otherwise
+                raise RuntimeError(self._problem or "ray: not connected")
+            stream = submit_trial(request, num_cpus=cpus, num_gpus=gpus)
+            return _RayTrial(stream, self._session)
 
     def poll(self, handles: list[Any], timeout: float) -> list[tuple[Any, Outcome]]:
-        if not handles:
-            return []
-        ready, _ = ray.wait(handles, num_returns=len(handles), timeout=timeout, fetch_local=False)
-        results: list[tuple[Any, Outcome]] = []
-        for gen in ready:
-            outcome = self._next(gen)
-            if outcome is not None:
-                results.append((gen, outcome))
+        lost = Crashed(f"RayLost: {self._problem or 'the Ray cluster was lost'}", "orphaned")
+        results: list[tuple[Any, Outcome]] = [
+            (h, lost) for h in handles if h.session != self._session
+        ]
+        self._orphans += [h.stream for h, _ in results]
+        current = [h for h in handles if h.session == self._session]
+        if results or not current:
+            return results
+        by_stream = {h.stream: h for h in current}
+        try:
+            with self._lock:
+                if not self._connected:
+                    return []
+                ready, _ = ray.wait(
+                    list(by_stream), num_returns=len(by_stream), timeout=timeout, fetch_local=False
+                )
+                for stream in ready:
+                    outcome = self._next(stream)
+                    if outcome is not None:
+                        results.append((by_stream[stream], outcome))
+                        if not isinstance(outcome, Event) or isinstance(outcome.event, Finished):
+                            self._ended.append(stream)
+        except Exception:  # Ray went away under us: the supervisor declares it lost
+            log.debug("polling Ray failed", exc_info=True)
+            self._stop.wait(timeout)
         return results
 
     def _next(self, gen: Any) -> Outcome | None:  # noqa: PLR0911 - one return per outcome
@@ -213,7 +333,10 @@ class RayCluster:
             return Crashed(describe(err))
 
     def cancel(self, handle: Any, *, force: bool = False) -> None:
+        if handle.session != self._session:
+            return  # lost with its cluster: nothing left to stop
         try:
-            ray.cancel(handle, force=force)
+            with self._lock:
+                ray.cancel(handle.stream, force=force)
         except Exception:  # already finished: nothing to stop
             log.debug("cancel of a finished trial ignored", exc_info=True)

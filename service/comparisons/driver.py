@@ -28,6 +28,8 @@ from service.schemas import StudyCreate
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0
+MIN_EVALUATED = 2
+"""Complete evaluation trials each optimizer needs for a spread, hence a test."""
 EVAL_SEED_OFFSET = 1
 """Evaluation studies use the comparison's seed plus this: their trials' seeds differ from
 every tuning trial's, and are the same list for every optimizer."""
@@ -83,6 +85,8 @@ def ensure_studies(
             for link, study in store.parts(session, comparison_id)
         }
         session.expunge_all()
+    if comparison.status not in (StudyStatus.QUEUED.value, StudyStatus.RUNNING.value):
+        return  # cancelled or ended meanwhile: nothing more to start
     request = _request(comparison)
     seed = int(comparison.spec["seed"])
     for optimizer in request.optimizers:
@@ -171,6 +175,23 @@ def advance(
     with sessions() as session:
         comparison = store.get_comparison(session, comparison_id)
         final = report.build(storage, comparison, store.parts(session, comparison_id), final=True)
+    short = [
+        f"{o['optimizer']} ({(o['evaluation'] or {}).get('n', 0)} of {comparison.spec['seeds']})"
+        for o in final["optimizers"]
+        if (o["evaluation"] or {}).get("n", 0) < MIN_EVALUATED
+    ]
+    if short:  # no spread to test: a failure to look into, not a verdict
+        store.end(
+            sessions,
+            comparison_id,
+            StudyStatus.FAILED,
+            reason="evaluation failed",
+            error="too few evaluation trials completed to compare: "
+            + ", ".join(short)
+            + "; see the errors of the evaluation studies' trials",
+            report=final,
+        )
+        return
     store.end(sessions, comparison_id, StudyStatus.COMPLETED, reason="evaluated", report=final)
 
 

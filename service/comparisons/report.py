@@ -14,6 +14,7 @@ from service.comparisons.schemas import PAIRS
 from workers.registry import all_workloads
 
 ATTR_SIF = "scale_invariant_fraction"  # written by the scheduler (service.scheduler.core)
+ATTR_RETRIED = "retried"  # the scheduler's mark on a failure it ran again
 ATTR_SEED = "seed"  # written by the trial runner (workers.runner)
 ATTR_WEIGHT_NORMS = "weight_norms"  # written by workloads that track them
 
@@ -83,7 +84,14 @@ def build(
     for name in spec["optimizers"]:
         tuning = _trials(storage, by_role.get((name, "tune")))
         evaluation = _trials(storage, by_role.get((name, "eval")))
-        finished = [t for t in tuning if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        # Every trial the budget paid for: complete, pruned, or failed for good (a failure
+        # re-run after a crash is counted once, by its re-run).
+        finished = [
+            t
+            for t in tuning
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and not t.user_attrs.get(ATTR_RETRIED))
+        ]
         curve = stats.best_so_far(
             [t.value if t.state == TrialState.COMPLETE else None for t in finished], direction
         )

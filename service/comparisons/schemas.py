@@ -247,7 +247,9 @@ class OptimizerReport(BaseModel):
     optimizer: str
     best_tuned_value: float | None
     best_params: dict[str, Any] | None
-    tuning_trials: int = Field(description="finished tuning trials (complete or pruned)")
+    tuning_trials: int = Field(
+        description="tuning trials the budget paid for (complete, pruned, or failed for good)"
+    )
     best_so_far: list[float | None] = Field(
         description="best complete value after each tuning trial, in trial order"
     )

@@ -24,6 +24,11 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _no_spread(values: list[float], mean: float) -> bool:
+    """Whether ``values`` are equal up to rounding (a t-test on them is meaningless)."""
+    return statistics.pstdev(values) <= 1e-12 * max(1.0, abs(mean))
+
+
 def _exact(mean: float) -> float:
     """The p-value of a difference without spread: t is infinite unless it is zero."""
     return 1.0 if mean == 0 else 0.0
@@ -71,7 +76,7 @@ def difference(
             return Difference(None, None, PAIRED_TEST, None, None)
         diffs = [x - y for x, y in zip(xs, ys, strict=True)]
         mean = statistics.fmean(diffs)
-        if statistics.pstdev(diffs) == 0:  # no spread: the same difference on every seed
+        if _no_spread(diffs, mean):  # the same difference on every seed
             return Difference(mean, [mean, mean], PAIRED_TEST, None, _exact(mean))
         paired = scipy_stats.ttest_rel(xs, ys)
         ci = paired.confidence_interval(0.95)
@@ -87,7 +92,7 @@ def difference(
     if len(xs) < 2 or len(ys) < 2:
         return Difference(None, None, WELCH_TEST, None, None)
     mean = statistics.fmean(xs) - statistics.fmean(ys)
-    if statistics.pstdev(xs) == 0 and statistics.pstdev(ys) == 0:
+    if _no_spread(xs, statistics.fmean(xs)) and _no_spread(ys, statistics.fmean(ys)):
         return Difference(mean, [mean, mean], WELCH_TEST, None, _exact(mean))
     welch = scipy_stats.ttest_ind(xs, ys, equal_var=False)
     ci = welch.confidence_interval(0.95)

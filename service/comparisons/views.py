@@ -21,8 +21,8 @@ def comparison_out(
     comparison: Comparison,
     with_report: bool = True,
 ) -> ComparisonOut:
-    """The comparison as the API shows it; ``with_report=False`` leaves out a running
-    comparison's provisional report (lists do, to stay cheap)."""
+    """The comparison as the API shows it; ``with_report=False`` leaves the report out
+    (lists do, so a page stays small and cheap: fetch one comparison for its report)."""
     spec = comparison.spec
     rows = store.parts(session, comparison.id)
     studies = []
@@ -44,7 +44,7 @@ def comparison_out(
                 best_value=best,
             )
         )
-    found_report = comparison.report
+    found_report = comparison.report if with_report else None
     if found_report is None and with_report and rows and comparison.status in ACTIVE_STATUSES:
         found_report = report.build(storage, comparison, rows, final=False)
     workload = all_workloads().get(comparison.workload)

@@ -155,8 +155,8 @@ class Outcomes:
             case Crashed() if rt.stop_reason is not None:
                 # Killed because it was asked to stop: the stop, not a crash, ended it.
                 self._on_outcome(rt, Ended())
-            case Crashed(error=error):
-                attrs = {ATTR_ERROR: error, ATTR_STOP_REASON: "worker died"}
+            case Crashed(error=error, reason=reason):
+                attrs = {ATTR_ERROR: error, ATTR_STOP_REASON: reason}
                 if active is not None:
                     log.warning(
                         "study %s: trial %d lost its worker: %s",
@@ -164,7 +164,7 @@ class Outcomes:
                         rt.trial.number,
                         error,
                     )
-                self._close(rt, active, TrialState.FAIL, attrs, retry_reason="worker died")
+                self._close(rt, active, TrialState.FAIL, attrs, retry_reason=reason)
 
     def _close(
         self,

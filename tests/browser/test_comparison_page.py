@@ -19,7 +19,7 @@ def test_comparison_page_shows_the_verdict_and_the_plots(
     browser: Any, sqlite_service: ServiceProcess, unique_name: str, artifacts_dir: Path
 ) -> None:
     with httpx.Client(base_url=sqlite_service.url, timeout=30) as api:
-        created = submit_comparison(api, **comparison_body(unique_name))
+        created = submit_comparison(api, **comparison_body(unique_name, n_trials=2, seeds=2))
         done = wait_comparison(api, created["id"])
     assert done["status"] == "completed"
     verdict = done["report"]["verdict"]

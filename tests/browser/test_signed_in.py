@@ -11,14 +11,14 @@ import httpx
 import pytest
 
 from tests.support.browser import Page, tab_on
-from tests.support.service_process import ServiceProcess
+from tests.support.in_process import InProcessService
 from tests.support.studies import submit, synthetic, wait_for
 
-pytestmark = [pytest.mark.browser, pytest.mark.ray]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def alices_study(secured: tuple[ServiceProcess, dict[str, str]]) -> dict[str, Any]:
+def alices_study(secured: tuple[InProcessService, dict[str, str]]) -> dict[str, Any]:
     service, tokens = secured
     headers = {"Authorization": f"Bearer {tokens['alice']}"}
     with httpx.Client(base_url=service.url, headers=headers, timeout=30) as alice:
@@ -27,7 +27,7 @@ def alices_study(secured: tuple[ServiceProcess, dict[str, str]]) -> dict[str, An
 
 
 @pytest.fixture
-def tab(browser: Any, secured: tuple[ServiceProcess, dict[str, str]]) -> Iterator[Page]:
+def tab(browser: Any, secured: tuple[InProcessService, dict[str, str]]) -> Iterator[Page]:
     service, _ = secured
     with tab_on(browser, service.url) as tab:
         yield tab

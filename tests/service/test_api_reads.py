@@ -11,16 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.service_process import ServiceProcess
+from tests.support.in_process import InProcessService
 from tests.support.studies import all_trials, submit, synthetic, wait_for
-
-pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def finished(sqlite_service: ServiceProcess) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
+def finished(local_service: InProcessService) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
     """A completed 12-trial synthetic study over lr, delta and wd_ratio."""
-    with httpx.Client(base_url=sqlite_service.url, timeout=30) as api:
+    with httpx.Client(base_url=local_service.url, timeout=30) as api:
         study = submit(
             api,
             **synthetic(
@@ -74,7 +72,7 @@ def test_study_summary(finished) -> None:
     assert [e["kind"] for e in events] == ["submitted", "started", "completed"]
 
 
-def test_importance_is_optunas_and_stable(finished, sqlite_service: ServiceProcess) -> None:
+def test_importance_is_optunas_and_stable(finished, local_service: InProcessService) -> None:
     api, study = finished
     answer = api.get(f"/api/v1/studies/{study['id']}/importance").json()
     assert answer["n_complete"] == 12
@@ -83,22 +81,22 @@ def test_importance_is_optunas_and_stable(finished, sqlite_service: ServiceProce
     assert sum(answer["importances"].values()) == pytest.approx(1.0, abs=1e-6)
     again = api.get(f"/api/v1/studies/{study['id']}/importance").json()
     assert again["importances"] == answer["importances"], "no jitter between refreshes"
-    loaded = optuna.load_study(study_name=study["name"], storage=sqlite_service.database_url)
+    loaded = optuna.load_study(study_name=study["name"], storage=local_service.database_url)
     expected = optuna.importance.get_param_importances(
         loaded, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
     )
     assert answer["importances"] == pytest.approx(dict(expected))
 
 
-def test_importance_of_a_study_without_results_says_why(sqlite_api, unique_name: str) -> None:
+def test_importance_of_a_study_without_results_says_why(local_api, unique_name: str) -> None:
     study = submit(
-        sqlite_api, **synthetic(unique_name, n_trials=1, fixed={"steps": 500, "sleep_s": 0.05})
+        local_api, **synthetic(unique_name, n_trials=1, fixed={"steps": 500, "sleep_s": 0.05})
     )
-    answer = sqlite_api.get(f"/api/v1/studies/{study['id']}/importance")
+    answer = local_api.get(f"/api/v1/studies/{study['id']}/importance")
     assert answer.status_code == 200
     assert answer.json()["importances"] == {}
     assert "at least 2" in answer.json()["note"]
-    sqlite_api.post(f"/api/v1/studies/{study['id']}/cancel")
+    local_api.post(f"/api/v1/studies/{study['id']}/cancel")
 
 
 def test_list_filters_and_paging(finished, unique_name: str) -> None:
@@ -131,20 +129,21 @@ def test_list_filters_and_paging(finished, unique_name: str) -> None:
     assert first["total"] == second["total"] == everything["total"]
 
 
-def test_workloads_and_optimizers(sqlite_api) -> None:
-    workloads = {w["name"]: w for w in sqlite_api.get("/api/v1/workloads").json()}
+def test_workloads_and_optimizers(local_api) -> None:
+    workloads = {w["name"]: w for w in local_api.get("/api/v1/workloads").json()}
     assert {"digits-cnn", "synthetic"} <= set(workloads)
     digits = workloads["digits-cnn"]
     assert digits["metric"] == "val_accuracy"
     assert digits["direction"] == "maximize"
     assert digits["args"]["epochs"]["default"] == 8
     assert set(digits["default_space"]["adamp"]) >= {"lr", "delta", "wd_ratio"}
-    optimizers = {o["name"]: o for o in sqlite_api.get("/api/v1/optimizers").json()}
+    optimizers = {o["name"]: o for o in local_api.get("/api/v1/optimizers").json()}
     assert set(optimizers) == {"adamp", "sgdp", "adamw", "sgd"}
     assert optimizers["adamp"]["knobs"]["delta"]["default"] == 0.1
     assert optimizers["adamp"]["knobs"]["wd_ratio"]["range"] == "a number in [0, 1]"
 
 
+@pytest.mark.ray
 def test_cluster_shows_both_nodes_and_their_gpus(sqlite_api) -> None:
     cluster = sqlite_api.get("/api/v1/cluster").json()
     alive = [n for n in cluster["nodes"] if n["alive"]]
@@ -156,8 +155,8 @@ def test_cluster_shows_both_nodes_and_their_gpus(sqlite_api) -> None:
     assert cluster["queue_depth"] >= 0
 
 
-def test_health_metrics_and_docs(sqlite_api) -> None:
-    health = sqlite_api.get("/healthz").json()
+def test_health_metrics_and_docs(local_api) -> None:
+    health = local_api.get("/healthz").json()
     assert health == {
         **health,
         "status": "ok",
@@ -165,11 +164,11 @@ def test_health_metrics_and_docs(sqlite_api) -> None:
         "ray": True,
         "scheduler": "leader",
     }
-    metrics = sqlite_api.get("/metrics").text
+    metrics = local_api.get("/metrics").text
     assert "adamp_tune_trials_finished_total" in metrics
     assert "adamp_tune_scheduler_leader 1.0" in metrics
-    assert sqlite_api.get("/docs").status_code == 200
-    schema = sqlite_api.get("/openapi.json").json()
+    assert local_api.get("/docs").status_code == 200
+    schema = local_api.get("/openapi.json").json()
     assert "/api/v1/studies" in schema["paths"]
     assert schema["components"]["schemas"]["StudyCreate"]["examples"]
 
@@ -194,16 +193,16 @@ spaces = st.fixed_dictionaries(
 
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(space=spaces)
-def test_any_valid_search_space_round_trips(sqlite_api, space: dict[str, Any]) -> None:
+def test_any_valid_search_space_round_trips(local_api, space: dict[str, Any]) -> None:
     name = f"roundtrip-{abs(hash(repr(space)))}"
-    answer = sqlite_api.post(
+    answer = local_api.post(
         "/api/v1/studies",
         json=synthetic(name, search_space=space, n_trials=1, fixed={"steps": 1}),
     )
     if answer.status_code == 409:  # the same example drawn twice
         return
     assert answer.status_code == 201, answer.text
-    stored = sqlite_api.get(f"/api/v1/studies/{answer.json()['id']}").json()["search_space"]
+    stored = local_api.get(f"/api/v1/studies/{answer.json()['id']}").json()["search_space"]
     for knob, dim in space.items():
         for key, value in dim.items():
             assert stored[knob][key] == (value if key == "choices" else pytest.approx(value))

@@ -8,14 +8,12 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.support.service_process import ServiceProcess
+from tests.support.in_process import InProcessService
 from tests.support.studies import synthetic
 from tests.support.tokens import cli as _cli
 
-pytestmark = pytest.mark.ray
 
-
-def _as(service: ServiceProcess, token: str | None) -> httpx.Client:
+def _as(service: InProcessService, token: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=service.url, headers=headers, timeout=30)
 

@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 
 from tests.support.studies import submit, synthetic, wait_for
 
-pytestmark = pytest.mark.ray
-
 GOOD: dict[str, Any] = {
     "workload": "synthetic",
     "optimizer": "adamp",
@@ -127,25 +125,25 @@ CASES = [
 
 @pytest.mark.parametrize(("case", "path", "value", "field"), CASES, ids=[c[0] for c in CASES])
 def test_bad_study_is_refused_naming_the_field(
-    sqlite_api: httpx.Client, unique_name: str, case: str, path: str, value: Any, field: str
+    local_api: httpx.Client, unique_name: str, case: str, path: str, value: Any, field: str
 ) -> None:
     body = _with(path, value)
     if path != "name":
         body.setdefault("name", unique_name)
-    answer = sqlite_api.post("/api/v1/studies", json=body)
+    answer = local_api.post("/api/v1/studies", json=body)
     assert answer.status_code == 422, answer.text
     payload = answer.json()
     named = [".".join(str(p) for p in e["loc"] if p != "body") for e in payload["detail"]]
     assert any(n == field or n.startswith(field + ".") for n in named), (named, payload)
     assert field in payload["message"]
     # Nothing was stored.
-    listed = sqlite_api.get("/api/v1/studies", params={"limit": 1000}).json()["items"]
+    listed = local_api.get("/api/v1/studies", params={"limit": 1000}).json()["items"]
     assert all(s["name"] != body.get("name") for s in listed)
 
 
-def test_knob_of_another_optimizer_is_refused(sqlite_api: httpx.Client, unique_name: str) -> None:
+def test_knob_of_another_optimizer_is_refused(local_api: httpx.Client, unique_name: str) -> None:
     body = _with("search_space.delta", {"low": 0.01, "high": 1.0})
-    answer = sqlite_api.post(
+    answer = local_api.post(
         "/api/v1/studies", json={**body, "name": unique_name, "optimizer": "adamw"}
     )
     assert answer.status_code == 422
@@ -153,8 +151,8 @@ def test_knob_of_another_optimizer_is_refused(sqlite_api: httpx.Client, unique_n
     assert "adamw" in answer.json()["message"]
 
 
-def test_grid_needs_discrete_knobs(sqlite_api: httpx.Client, unique_name: str) -> None:
-    answer = sqlite_api.post(
+def test_grid_needs_discrete_knobs(local_api: httpx.Client, unique_name: str) -> None:
+    answer = local_api.post(
         "/api/v1/studies", json={**GOOD, "name": unique_name, "sampler": "grid"}
     )
     assert answer.status_code == 422
@@ -162,14 +160,14 @@ def test_grid_needs_discrete_knobs(sqlite_api: httpx.Client, unique_name: str) -
     assert "grid" in answer.json()["message"]
 
 
-def test_nesterov_without_momentum_is_refused(sqlite_api: httpx.Client, unique_name: str) -> None:
+def test_nesterov_without_momentum_is_refused(local_api: httpx.Client, unique_name: str) -> None:
     body = {
         **GOOD,
         "name": unique_name,
         "optimizer": "sgdp",
         "fixed": {"nesterov": True, "momentum": 0.0},
     }
-    answer = sqlite_api.post("/api/v1/studies", json=body)
+    answer = local_api.post("/api/v1/studies", json=body)
     assert answer.status_code == 422
     assert "nesterov" in answer.json()["message"]
 
@@ -179,8 +177,8 @@ def test_nesterov_without_momentum_is_refused(sqlite_api: httpx.Client, unique_n
     [b"{not json", b"[]", b'"a string"', b"", b'{"name": null}'],
     ids=["broken", "list", "string", "empty", "null"],
 )
-def test_malformed_bodies_are_422(sqlite_api: httpx.Client, raw: bytes) -> None:
-    answer = sqlite_api.post(
+def test_malformed_bodies_are_422(local_api: httpx.Client, raw: bytes) -> None:
+    answer = local_api.post(
         "/api/v1/studies", content=raw, headers={"Content-Type": "application/json"}
     )
     assert answer.status_code == 422, answer.text
@@ -188,13 +186,13 @@ def test_malformed_bodies_are_422(sqlite_api: httpx.Client, raw: bytes) -> None:
 
 
 def test_duplicate_name_is_409_and_keeps_the_first(
-    sqlite_api: httpx.Client, unique_name: str
+    local_api: httpx.Client, unique_name: str
 ) -> None:
-    first = submit(sqlite_api, **synthetic(unique_name, n_trials=1))
-    answer = sqlite_api.post("/api/v1/studies", json=synthetic(unique_name, n_trials=3))
+    first = submit(local_api, **synthetic(unique_name, n_trials=1))
+    answer = local_api.post("/api/v1/studies", json=synthetic(unique_name, n_trials=3))
     assert answer.status_code == 409
     assert unique_name in answer.json()["message"]
-    done = wait_for(sqlite_api, first["id"])
+    done = wait_for(local_api, first["id"])
     assert done["n_trials"] == 1
     assert done["counts"]["complete"] == 1
 
@@ -216,16 +214,16 @@ def test_duplicate_name_is_409_and_keeps_the_first(
     ],
 )
 def test_bad_paths_and_queries(
-    sqlite_api: httpx.Client, method: str, path: str, status: int, field: str | None
+    local_api: httpx.Client, method: str, path: str, status: int, field: str | None
 ) -> None:
-    answer = sqlite_api.request(method, path)
+    answer = local_api.request(method, path)
     assert answer.status_code == status, answer.text
     if field is not None:
         assert field in answer.json()["message"]
 
 
-def test_bad_trial_queries(sqlite_api: httpx.Client, unique_name: str) -> None:
-    study = submit(sqlite_api, **synthetic(unique_name, n_trials=1))
+def test_bad_trial_queries(local_api: httpx.Client, unique_name: str) -> None:
+    study = submit(local_api, **synthetic(unique_name, n_trials=1))
     base = f"/api/v1/studies/{study['id']}/trials"
     for params, field in [
         ({"state": "asleep"}, "state"),
@@ -233,11 +231,11 @@ def test_bad_trial_queries(sqlite_api: httpx.Client, unique_name: str) -> None:
         ({"limit": 0}, "limit"),
         ({"offset": -2}, "offset"),
     ]:
-        answer = sqlite_api.get(base, params=params)
+        answer = local_api.get(base, params=params)
         assert answer.status_code == 422, (params, answer.text)
         assert field in answer.json()["message"]
-    assert sqlite_api.get(f"{base}/12345").status_code == 404
-    assert sqlite_api.get(f"{base}/minus-one").status_code == 422
+    assert local_api.get(f"{base}/12345").status_code == 404
+    assert local_api.get(f"{base}/minus-one").status_code == 422
 
 
 json_values = st.recursive(
@@ -283,13 +281,13 @@ study_like = st.fixed_dictionaries(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=study_like)
-def test_no_request_body_makes_a_500(sqlite_api: httpx.Client, body: dict[str, Any]) -> None:
+def test_no_request_body_makes_a_500(local_api: httpx.Client, body: dict[str, Any]) -> None:
     # A valid body would start a study: make every generated one refer to no real workload
     # unless the test gives it a name we cancel right away.
-    answer = sqlite_api.post("/api/v1/studies", json=body)
+    answer = local_api.post("/api/v1/studies", json=body)
     assert answer.status_code < 500, answer.text
     if answer.status_code == 201:
-        sqlite_api.post(f"/api/v1/studies/{answer.json()['id']}/cancel")
+        local_api.post(f"/api/v1/studies/{answer.json()['id']}/cancel")
     else:
         assert answer.status_code in (409, 422), answer.text
         assert answer.json()["message"]

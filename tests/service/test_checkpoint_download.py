@@ -30,7 +30,9 @@ def test_the_owner_downloads_the_best_trials_checkpoint(
 ) -> None:
     service, tokens = secured
     with _as(service, tokens["alice"]) as alice:
-        study = submit(alice, **synthetic(unique_name, n_trials=2, fixed={"steps": 3}))
+        study = submit(
+            alice, **synthetic(unique_name, n_trials=2, fixed={"steps": 3, "sleep_s": 0.01})
+        )
         done = wait_for(alice, study["id"])
         best = done["best_trial"]["number"]
         route = f"/api/v1/studies/{study['id']}/trials/{best}/checkpoint"

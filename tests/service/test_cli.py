@@ -107,3 +107,26 @@ def test_errors_are_one_clear_line(
     unreadable = run("submit", str(garbled), "--url", sqlite_service.url)
     assert unreadable.returncode == 2
     assert "cannot read" in unreadable.stderr
+
+
+def test_compare_waits_and_prints_the_report_as_tables(
+    sqlite_service: ServiceProcess, tmp_path: Path, unique_name: str
+) -> None:
+    from tests.support.comparisons import comparison_body  # noqa: PLC0415
+
+    spec = tmp_path / "compare.yaml"
+    spec.write_text(yaml.safe_dump(comparison_body(unique_name, n_trials=2, seeds=2)))
+    compared = run("compare", str(spec), "--wait", "--url", sqlite_service.url)
+    assert compared.returncode == 0, compared.stderr + compared.stdout
+    out = compared.stdout
+    assert "submitted comparison" in out
+    assert "completed (done)" in out
+    for header in ("best tuned", "eval mean", "eval 95% CI", "difference", "paired t-test"):
+        assert header in out, header
+    assert "adamp - adamw" in out
+    assert "AdamP vs AdamW" in out or "beats" in out, "the verdict sentence"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(comparison_body(unique_name, optimizers=["adamp"])))
+    refused = run("compare", str(bad), "--url", sqlite_service.url)
+    assert refused.returncode == 1
+    assert "optimizers" in refused.stderr

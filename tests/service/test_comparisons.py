@@ -12,6 +12,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from tests.support.comparisons import comparison_body, submit_comparison, wait_comparison
+from tests.support.in_process import InProcessService
 from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import all_trials, get_study, wait_for
@@ -20,13 +21,13 @@ pytestmark = pytest.mark.ray
 
 
 def test_a_comparison_tunes_with_equal_budgets_then_evaluates_on_fresh_seeds(
-    sqlite_api: httpx.Client, unique_name: str
+    local_api: httpx.Client, unique_name: str
 ) -> None:
     created = submit_comparison(
-        sqlite_api, **comparison_body(unique_name, optimizers=["adamp", "adamw", "sgdp", "sgd"])
+        local_api, **comparison_body(unique_name, optimizers=["adamp", "adamw", "sgdp", "sgd"])
     )
     assert created["status"] == "queued"
-    tuning = {s["optimizer"]: get_study(sqlite_api, s["study_id"]) for s in created["studies"]}
+    tuning = {s["optimizer"]: get_study(local_api, s["study_id"]) for s in created["studies"]}
     assert set(tuning) == {"adamp", "adamw", "sgdp", "sgd"}
     for study in tuning.values():
         assert study["owner"] == created["owner"]
@@ -43,7 +44,7 @@ def test_a_comparison_tunes_with_equal_budgets_then_evaluates_on_fresh_seeds(
     assert set(tuning["adamp"]["search_space"]) == {"lr", "delta", "wd_ratio"}
     assert set(tuning["adamw"]["search_space"]) == {"lr"}
 
-    done = wait_comparison(sqlite_api, created["id"])
+    done = wait_comparison(local_api, created["id"])
     assert done["status"] == "completed", done
     assert done["phase"] == "done"
     evals = {s["optimizer"]: s for s in done["studies"] if s["role"] == "eval"}
@@ -53,9 +54,9 @@ def test_a_comparison_tunes_with_equal_budgets_then_evaluates_on_fresh_seeds(
     seed_lists = []
     for name, part in evals.items():
         assert part["status"] == "completed"
-        trials = all_trials(sqlite_api, part["study_id"])
+        trials = all_trials(local_api, part["study_id"])
         assert len(trials) == 3
-        best = get_study(sqlite_api, tuning[name]["id"])["best_trial"]
+        best = get_study(local_api, tuning[name]["id"])["best_trial"]
         # Every evaluation trial re-trains the tuned best configuration.
         assert all(t["params"] == best["params"] for t in trials)
         out = by_name[name]
@@ -83,12 +84,12 @@ def test_a_comparison_tunes_with_equal_budgets_then_evaluates_on_fresh_seeds(
         assert pair["verdict"] in report["verdict"]
         assert set(pair["trials_to_reach_other_best"]) == {a, b}
 
-    listed = sqlite_api.get("/api/v1/comparisons", params={"status": "completed"}).json()
+    listed = local_api.get("/api/v1/comparisons", params={"status": "completed"}).json()
     assert created["id"] in [c["id"] for c in listed["items"]]
 
 
 def test_bad_comparisons_are_refused_naming_the_field(
-    sqlite_api: httpx.Client, unique_name: str
+    local_api: httpx.Client, unique_name: str
 ) -> None:
     cases = [
         ({"optimizers": ["adamp"]}, "optimizers"),
@@ -103,21 +104,21 @@ def test_bad_comparisons_are_refused_naming_the_field(
         ({"name": "x" * 101}, "name"),
     ]
     for change, field in cases:
-        answer = sqlite_api.post(
+        answer = local_api.post(
             "/api/v1/comparisons", json={**comparison_body(unique_name), **change}
         )
         assert answer.status_code == 422, (change, answer.text)
         assert answer.json()["message"].startswith(field), (change, answer.json()["message"])
-    assert sqlite_api.get("/api/v1/comparisons/999999").status_code == 404
-    assert sqlite_api.get("/api/v1/comparisons/0").status_code == 422
-    first = submit_comparison(sqlite_api, **comparison_body(unique_name, n_trials=1, seeds=2))
-    again = sqlite_api.post("/api/v1/comparisons", json=comparison_body(unique_name))
+    assert local_api.get("/api/v1/comparisons/999999").status_code == 404
+    assert local_api.get("/api/v1/comparisons/0").status_code == 422
+    first = submit_comparison(local_api, **comparison_body(unique_name, n_trials=1, seeds=2))
+    again = local_api.post("/api/v1/comparisons", json=comparison_body(unique_name))
     assert again.status_code == 409
-    wait_comparison(sqlite_api, first["id"])
+    wait_comparison(local_api, first["id"])
 
 
 def test_comparisons_are_owned_like_studies_and_cancel_stops_every_part(
-    secured: tuple[ServiceProcess, dict[str, str]], unique_name: str
+    secured: tuple[InProcessService, dict[str, str]], unique_name: str
 ) -> None:
     service, tokens = secured
     with (

@@ -12,15 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.service_process import ServiceProcess
+from tests.support.comparisons import comparison_body
+from tests.support.in_process import InProcessService
 from tests.support.studies import synthetic
 from tests.support.tokens import cli
 
-pytestmark = pytest.mark.ray
-
 
 @pytest.fixture
-def users(secured: tuple[ServiceProcess, dict[str, str]]) -> Iterator[dict[str, httpx.Client]]:
+def users(secured: tuple[InProcessService, dict[str, str]]) -> Iterator[dict[str, httpx.Client]]:
     service, tokens = secured
     clients = {
         name: httpx.Client(
@@ -134,6 +133,10 @@ def test_a_user_queues_at_most_their_limit_of_studies(
     others = alice.post("/api/v1/studies", json=synthetic("alice-not-blocked", n_trials=1))
     assert others.status_code == 201, "another user is not held back"
     assert bob.post(f"/api/v1/studies/{made[0].json()['id']}/cancel").status_code == 200
+    # A comparison's studies count too: one queued plus its two would pass the limit.
+    comparison = bob.post("/api/v1/comparisons", json=comparison_body("bob-quota-comparison"))
+    assert comparison.status_code == 429, comparison.text
+    assert "asks for 2 more at once" in comparison.json()["message"]
     again = bob.post("/api/v1/studies", json=synthetic("bob-quota-2", n_trials=1, fixed=long))
     assert again.status_code == 201, again.text
     for study in (made[1].json(), again.json()):

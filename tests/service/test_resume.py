@@ -97,7 +97,7 @@ def _submit(parts: Parts, name: str, **fields: Any) -> Study:
         "seed": 3,
         "n_trials": 1,
         "max_concurrent": 1,
-        "fixed": {"steps": 6, "noise": 0.3},
+        "fixed": {"steps": 6, "noise": 0.3, "sleep_s": 0.01},
     }
     body.update(fields)
     return repository.create_study(sessions, storage, StudyCreate(**body), owner="tester")

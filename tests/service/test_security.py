@@ -23,11 +23,9 @@ from starlette.routing import Mount
 
 from service.app import create_app
 from service.settings import Settings
-from tests.support.service_process import ServiceProcess
+from tests.support.in_process import InProcessService
 from tests.support.studies import all_trials, submit, synthetic, wait_for
 from tests.support.tokens import cli
-
-pytestmark = pytest.mark.ray
 
 HUGE = 9223372036854775808  # 2**63: once a 500 (OverflowError) in every numeric path slot
 
@@ -54,7 +52,7 @@ STATIC_FILES = {
 
 
 @pytest.fixture(scope="module")
-def seeded(secured: tuple[ServiceProcess, dict[str, str]]) -> dict[str, Any]:
+def seeded(secured: tuple[InProcessService, dict[str, str]]) -> dict[str, Any]:
     """A finished study of alice's, with its trials, for the routes to aim at."""
     service, tokens = secured
     with _as(service, tokens["alice"]) as alice:
@@ -68,7 +66,7 @@ def seeded(secured: tuple[ServiceProcess, dict[str, str]]) -> dict[str, Any]:
     return {"study": study, "trials": trials, "optuna_id": optuna_id}
 
 
-def _as(service: ServiceProcess, token: str | None, **headers: str) -> httpx.Client:
+def _as(service: InProcessService, token: str | None, **headers: str) -> httpx.Client:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.Client(base_url=service.url, headers=headers, timeout=30)
@@ -193,7 +191,7 @@ def test_optuna_dashboard_is_read_only_even_for_the_owner(secured, seeded) -> No
     assert len(still.trials) == 2
 
 
-def _raw(service: ServiceProcess, request: bytes, timeout_s: float = 10) -> bytes:
+def _raw(service: InProcessService, request: bytes, timeout_s: float = 10) -> bytes:
     """Send ``request`` on a socket and read what comes back first (no client logic)."""
     with socket.create_connection(("127.0.0.1", service.port), timeout=timeout_s) as sock:
         sock.sendall(request)

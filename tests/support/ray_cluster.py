@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ class RayCluster:
     env: dict[str, str]
     temp_dir: Path
     log_dir: Path
+    head_cpus: int = 2
+    head: subprocess.Popen[bytes] | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
@@ -45,20 +48,31 @@ class RayCluster:
             ADAMP_TUNE_CACHE_DIR=str(base / "cache"),
         )
         port = free_port()
-        cluster = cls(f"127.0.0.1:{port}", env, temp_dir, log_dir)
-        cluster._spawn(
+        cluster = cls(f"127.0.0.1:{port}", env, temp_dir, log_dir, head_cpus=head_cpus)
+        cluster.start_head()
+        return cluster
+
+    def start_head(self) -> None:
+        """Start the head node on the cluster's port (again, after ``kill_head``)."""
+        self.head = self._spawn(
             "head",
             [
                 "--head",
-                f"--port={port}",
-                f"--num-cpus={head_cpus}",
+                f"--port={self.address.rpartition(':')[2]}",
+                f"--num-cpus={self.head_cpus}",
                 "--num-gpus=0",
                 "--include-dashboard=false",
-                f"--temp-dir={temp_dir}",
+                f"--temp-dir={self.temp_dir}",
             ],
         )
-        cluster.wait_nodes(1)
-        return cluster
+        self.wait_nodes(1)
+
+    def kill_head(self) -> None:
+        """SIGKILL the head node's processes (GCS, raylet, its workers), as a crash would."""
+        assert self.head is not None
+        kill_tree(self.head, grace_s=5, sig=signal.SIGKILL)
+        self.processes.remove(self.head)
+        self.head = None
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("ab")

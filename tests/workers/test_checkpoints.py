@@ -194,7 +194,7 @@ def _request(root: Path, workload: str, args: dict[str, Any], trial: int) -> Tri
     [
         ("digits-cnn", {"epochs": 4, "width": 4, "batch_size": 128}),
         ("mnist1d-cnn", {"epochs": 4, "width": 4, "batch_size": 256}),
-        ("synthetic", {"steps": 6, "noise": 0.3}),
+        ("synthetic", {"steps": 6, "noise": 0.3, "sleep_s": 0.01}),
     ],
 )
 def test_a_stopped_builtin_resumes_and_ends_where_an_uninterrupted_run_ends(
@@ -219,3 +219,4 @@ def test_a_stopped_builtin_resumes_and_ends_where_an_uninterrupted_run_ends(
     assert isinstance(whole[-1], Finished)
     assert isinstance(resumed[-1], Finished)
     assert resumed[-1].value == whole[-1].value
+    assert resumed[-1].user_attrs == whole[-1].user_attrs, "weight norms of every epoch too"

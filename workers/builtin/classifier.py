@@ -77,6 +77,7 @@ def train_classifier(
         shuffle.set_state(saved["shuffle"])
         torch.set_rng_state(saved["torch_rng"])
         last = float(saved["last"])
+        norms = [float(n) for n in saved.get("norms", norms)]
     for epoch in range(ctx.last_step + 1, epochs):
         model.train()
         order = torch.randperm(len(y_train), generator=shuffle).to(ctx.device)
@@ -102,6 +103,7 @@ def train_classifier(
                 "shuffle": shuffle.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "last": last,
+                "norms": norms,
             }
         )
     return last

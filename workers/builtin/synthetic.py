@@ -5,8 +5,9 @@ optimizer's default ``lr``, ``delta = 0.1`` and ``wd_ratio = 0.1``; a learning c
 decays towards it is reported over ``steps`` steps, ``sleep_s`` apart, so pruners have
 something to compare. ``fail_rate`` makes a seeded fraction of trials raise, to exercise
 failure handling. No tensors are involved: a trial costs only what ``sleep_s`` asks for.
-The noise generator's state is checkpointed after each step, so a re-run trial continues
-the same curve (what the resume tests check).
+With ``sleep_s > 0`` the noise generator's state is checkpointed after each step, so a
+re-run trial continues the same curve (what the resume tests check); instant trials
+(``sleep_s = 0``, the load benchmarks) have nothing worth resuming and save none.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def train(ctx: TrialContext) -> float:
         decay = math.exp(-4.0 * (step + 1) / steps)
         value = final + (1.0 + final) * decay + ctx.args["noise"] * rng.gauss(0.0, 1.0)
         ctx.report(value, step)
-        ctx.save_checkpoint({"rng": rng.getstate(), "value": value})
+        if ctx.args["sleep_s"] > 0:
+            ctx.save_checkpoint({"rng": rng.getstate(), "value": value})
     return value
 
 
