@@ -381,13 +381,15 @@ def test_a_token_can_end(secured) -> None:
     refused = cli(env, "token", "create", "dave", "--expires-in", "soon")
     assert refused.returncode == 2
     assert "--expires-in" in refused.stderr
-    made = cli(env, "token", "create", "dave", "--expires-in", "2s")
+    # Long enough for a slow CLI on a loaded machine; the wait below ends just after it.
+    made = cli(env, "token", "create", "dave", "--expires-in", "6s")
+    created_by = time.monotonic()
     assert made.returncode == 0, made.stderr
     assert "expires" in made.stderr
     token = made.stdout.strip().splitlines()[-1]
     with _as(service, token) as dave:
         assert dave.get("/api/v1/studies").status_code == 200
-        time.sleep(2.5)
+        time.sleep(max(0.0, created_by + 6.5 - time.monotonic()))
         late = dave.get("/api/v1/studies")
     assert late.status_code == 401
     assert "expired" in late.json()["message"]
