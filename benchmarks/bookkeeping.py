@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.service_load import (
+from benchmarks.harness import (
     ADAMP_TUNE,
     postgres_database,
     running_service,

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.service_load import running_service, submit, synthetic_study
+from benchmarks.harness import running_service, submit, synthetic_study
 
 
 def _complete(api: httpx.Client, sid: int) -> int:
