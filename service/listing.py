@@ -4,7 +4,7 @@ the API lists the same way: studies and comparisons."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -14,6 +14,16 @@ from db.models import Comparison, Study
 from service.errors import NotFound
 
 Job = TypeVar("Job", Study, Comparison)
+
+
+class PageFilters(TypedDict, total=False):
+    """The filters and window of a listing (``list_page``'s keywords), all optional."""
+
+    statuses: Sequence[str]
+    owner: str | None
+    workload: str | None
+    limit: int
+    offset: int
 
 
 def get_row(session: Session, model: type[Job], row_id: int, noun: str) -> Job:

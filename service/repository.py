@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 import optuna
 from sqlalchemy import delete, select, update
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ACTIVE_STATUSES, Study, StudyEvent, StudyStatus, utcnow
 from service.errors import Conflict
-from service.listing import get_row, list_page
+from service.listing import PageFilters, get_row, list_page
 from service.names import name_key
 from service.schemas import StudyCreate
 from service.study_spec import StudySpec
@@ -108,25 +108,9 @@ def get_study(session: Session, study_id: int) -> Study:
     return get_row(session, Study, study_id, "study")
 
 
-def list_studies(
-    session: Session,
-    *,
-    statuses: Sequence[str] = (),
-    owner: str | None = None,
-    workload: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[Study], int]:
+def list_studies(session: Session, **filters: Unpack[PageFilters]) -> tuple[list[Study], int]:
     """A page of studies, newest first, and the total matching the filters."""
-    return list_page(
-        session,
-        Study,
-        statuses=statuses,
-        owner=owner,
-        workload=workload,
-        limit=limit,
-        offset=offset,
-    )
+    return list_page(session, Study, **filters)
 
 
 def active_studies(session: Session) -> list[Study]:

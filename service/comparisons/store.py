@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +18,7 @@ from db.models import (
 )
 from service.comparisons.schemas import ComparisonCreate, evaluation_name, tuning_name
 from service.errors import Conflict
-from service.listing import get_row, list_page
+from service.listing import PageFilters, get_row, list_page
 from service.names import name_key
 from service.repository import rowcount
 
@@ -69,24 +68,10 @@ def get_comparison(session: Session, comparison_id: int) -> Comparison:
 
 
 def list_comparisons(
-    session: Session,
-    *,
-    statuses: Sequence[str] = (),
-    owner: str | None = None,
-    workload: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
+    session: Session, **filters: Unpack[PageFilters]
 ) -> tuple[list[Comparison], int]:
     """A page of comparisons, newest first, and the total matching the filters."""
-    return list_page(
-        session,
-        Comparison,
-        statuses=statuses,
-        owner=owner,
-        workload=workload,
-        limit=limit,
-        offset=offset,
-    )
+    return list_page(session, Comparison, **filters)
 
 
 def active_comparison_ids(session: Session) -> list[int]:
