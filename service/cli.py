@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from service.cli_admin import token_app, user_app
+from service.cli_common import TokenOption, UrlOption, console, err_console, fail, read_spec
 from service.client import ApiError, Client
 from service.comparisons.cli import compare
 
@@ -26,24 +25,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-UrlOption = Annotated[
-    str, typer.Option("--url", envvar="ADAMP_TUNE_URL", help="the service's base URL")
-]
-TokenOption = Annotated[
-    str | None, typer.Option("--token", envvar="ADAMP_TUNE_TOKEN", help="API token")
-]
+StudyIdArg = Annotated[int, typer.Argument(help="study id")]
 
 
 def _client(url: str, token: str | None) -> Client:
     return Client(url, token=token)
-
-
-def _fail(err: ApiError) -> typer.Exit:
-    err_console.print(f"[red]error[/red] {err.message}")
-    return typer.Exit(code=1)
 
 
 @app.command()
@@ -97,19 +83,12 @@ def submit(
     token: TokenOption = None,
 ) -> None:
     """Submit a study described in SPEC (same fields as ``POST /api/v1/studies``)."""
-    try:
-        body = yaml.safe_load(spec.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        err_console.print(f"[red]error[/red] cannot read {spec}: {err}")
-        raise typer.Exit(code=2) from err
-    if not isinstance(body, dict):
-        err_console.print(f"[red]error[/red] {spec} must hold a mapping of study fields")
-        raise typer.Exit(code=2)
+    body = read_spec(spec, "study")
     with _client(url, token) as client:
         try:
             study = client.submit(body)
         except ApiError as err:
-            raise _fail(err) from err
+            raise fail(err) from err
         console.print(f"submitted study [bold]{study['id']}[/bold] ({study['name']})")
         if not wait:
             return
@@ -132,7 +111,7 @@ def submit(
             try:
                 final = client.wait(study["id"], on_progress=show)
             except ApiError as err:
-                raise _fail(err) from err
+                raise fail(err) from err
         console.print(_progress_line(final))
         if final["status"] != "completed":
             raise typer.Exit(code=1)
@@ -151,7 +130,7 @@ def studies(
         try:
             page = client.studies(status=status, owner=owner, limit=limit)
         except ApiError as err:
-            raise _fail(err) from err
+            raise fail(err) from err
     table = Table("id", "name", "owner", "workload", "optimizer", "status", "progress", "best")
     for s in page["items"]:
         c = s["counts"]
@@ -172,7 +151,7 @@ def studies(
 
 @app.command()
 def show(
-    study_id: Annotated[int, typer.Argument(help="study id")],
+    study_id: StudyIdArg,
     url: UrlOption = "http://127.0.0.1:8000",
     token: TokenOption = None,
 ) -> None:
@@ -181,12 +160,12 @@ def show(
         try:
             console.print_json(json.dumps(client.study(study_id)))
         except ApiError as err:
-            raise _fail(err) from err
+            raise fail(err) from err
 
 
 @app.command()
 def best(
-    study_id: Annotated[int, typer.Argument(help="study id")],
+    study_id: StudyIdArg,
     url: UrlOption = "http://127.0.0.1:8000",
     token: TokenOption = None,
 ) -> None:
@@ -196,7 +175,7 @@ def best(
             study = client.study(study_id)
             trial = client.best(study_id)
         except ApiError as err:
-            raise _fail(err) from err
+            raise fail(err) from err
     if trial is None:
         err_console.print(f"study {study_id} has no complete trial yet ({study['status']})")
         raise typer.Exit(code=1)
@@ -234,7 +213,7 @@ def workloads(
             try:
                 answer = client.workloads()
             except ApiError as err:
-                raise _fail(err) from err
+                raise fail(err) from err
         rows = [(w["name"], w["metric"], w["direction"], w["description"]) for w in answer]
         table = Table("name", "metric", "direction", "description")
     for row in rows:
@@ -244,7 +223,7 @@ def workloads(
 
 @app.command()
 def cancel(
-    study_id: Annotated[int, typer.Argument(help="study id")],
+    study_id: StudyIdArg,
     url: UrlOption = "http://127.0.0.1:8000",
     token: TokenOption = None,
 ) -> None:
@@ -253,13 +232,13 @@ def cancel(
         try:
             study = client.cancel(study_id)
         except ApiError as err:
-            raise _fail(err) from err
+            raise fail(err) from err
     console.print(f"study {study_id}: {study['status']}")
 
 
 @app.command()
 def checkpoint(
-    study_id: Annotated[int, typer.Argument(help="study id")],
+    study_id: StudyIdArg,
     trial: Annotated[int, typer.Argument(help="trial number (see `adamp-tune best`)")],
     output: Annotated[Path, typer.Option("-o", "--output", help="file to write")] = Path(
         "model.pt"
@@ -273,7 +252,7 @@ def checkpoint(
         try:
             size = client.download_checkpoint(study_id, trial, output)
         except ApiError as err:
-            raise _fail(err) from err
+            raise fail(err) from err
     console.print(f"trial {trial} of study {study_id}: {size:,} bytes written to {output}")
 
 

@@ -10,8 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+from service.cli_common import console, err_console
 
 token_app = typer.Typer(
     help="Manage API tokens (works on the database directly; the service need not run).",
