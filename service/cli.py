@@ -5,9 +5,11 @@ The administration commands (``token``, ``user``) live in ``service.cli_admin``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,8 +30,14 @@ app = typer.Typer(
 StudyIdArg = Annotated[int, typer.Argument(help="study id")]
 
 
-def _client(url: str, token: str | None) -> Client:
-    return Client(url, token=token)
+@contextlib.contextmanager
+def _api(url: str, token: str | None) -> Iterator[Client]:
+    """A client of the service; an error it answers ends the command (exit code 1)."""
+    with Client(url, token=token) as client:
+        try:
+            yield client
+        except ApiError as err:
+            raise fail(err) from err
 
 
 @app.command()
@@ -84,11 +92,8 @@ def submit(
 ) -> None:
     """Submit a study described in SPEC (same fields as ``POST /api/v1/studies``)."""
     body = read_spec(spec, "study")
-    with _client(url, token) as client:
-        try:
-            study = client.submit(body)
-        except ApiError as err:
-            raise fail(err) from err
+    with _api(url, token) as client:
+        study = client.submit(body)
         console.print(f"submitted study [bold]{study['id']}[/bold] ({study['name']})")
         if not wait:
             return
@@ -108,10 +113,7 @@ def submit(
                     task, completed=min(done, s["n_trials"]), description=_progress_line(s)
                 )
 
-            try:
-                final = client.wait(study["id"], on_progress=show)
-            except ApiError as err:
-                raise fail(err) from err
+            final = client.wait(study["id"], on_progress=show)
         console.print(_progress_line(final))
         if final["status"] != "completed":
             raise typer.Exit(code=1)
@@ -126,11 +128,8 @@ def studies(
     token: TokenOption = None,
 ) -> None:
     """List studies, newest first."""
-    with _client(url, token) as client:
-        try:
-            page = client.studies(status=status, owner=owner, limit=limit)
-        except ApiError as err:
-            raise fail(err) from err
+    with _api(url, token) as client:
+        page = client.studies(status=status, owner=owner, limit=limit)
     table = Table("id", "name", "owner", "workload", "optimizer", "status", "progress", "best")
     for s in page["items"]:
         c = s["counts"]
@@ -156,11 +155,8 @@ def show(
     token: TokenOption = None,
 ) -> None:
     """Show one study as JSON."""
-    with _client(url, token) as client:
-        try:
-            console.print_json(json.dumps(client.study(study_id)))
-        except ApiError as err:
-            raise fail(err) from err
+    with _api(url, token) as client:
+        console.print_json(json.dumps(client.study(study_id)))
 
 
 @app.command()
@@ -170,12 +166,9 @@ def best(
     token: TokenOption = None,
 ) -> None:
     """Print the best trial's value and its configuration, ready to paste as Python."""
-    with _client(url, token) as client:
-        try:
-            study = client.study(study_id)
-            trial = client.best(study_id)
-        except ApiError as err:
-            raise fail(err) from err
+    with _api(url, token) as client:
+        study = client.study(study_id)
+        trial = client.best(study_id)
     if trial is None:
         err_console.print(f"study {study_id} has no complete trial yet ({study['status']})")
         raise typer.Exit(code=1)
@@ -209,11 +202,8 @@ def workloads(
         ]
         table = Table("name", "metric", "direction", "provided by")
     else:
-        with _client(url, token) as client:
-            try:
-                answer = client.workloads()
-            except ApiError as err:
-                raise fail(err) from err
+        with _api(url, token) as client:
+            answer = client.workloads()
         rows = [(w["name"], w["metric"], w["direction"], w["description"]) for w in answer]
         table = Table("name", "metric", "direction", "description")
     for row in rows:
@@ -228,11 +218,8 @@ def cancel(
     token: TokenOption = None,
 ) -> None:
     """Cancel a queued or running study."""
-    with _client(url, token) as client:
-        try:
-            study = client.cancel(study_id)
-        except ApiError as err:
-            raise fail(err) from err
+    with _api(url, token) as client:
+        study = client.cancel(study_id)
     console.print(f"study {study_id}: {study['status']}")
 
 
@@ -248,11 +235,8 @@ def checkpoint(
 ) -> None:
     """Download a trial's last checkpoint; `torch.load(FILE, weights_only=True)["state"]`
     gives back what its workload saved (the built-ins: model, optimizer, schedule)."""
-    with _client(url, token) as client:
-        try:
-            size = client.download_checkpoint(study_id, trial, output)
-        except ApiError as err:
-            raise fail(err) from err
+    with _api(url, token) as client:
+        size = client.download_checkpoint(study_id, trial, output)
     console.print(f"trial {trial} of study {study_id}: {size:,} bytes written to {output}")
 
 
