@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
-import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.harness import (
-    ADAMP_TUNE,
+    make_tokens,
     postgres_database,
     running_service,
     submit,
@@ -44,7 +42,7 @@ def run_service(kind: str, n_trials: int, slots: int, users: int) -> tuple[float
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         db_url = None if kind == "sqlite" else stack.enter_context(postgres_database())
         names = [f"user{u}" for u in range(users)]
-        tokens = _make_tokens(tmp, db_url, names) if users > 1 else {}
+        tokens = make_tokens(tmp, names, db_url, admins=1) if users > 1 else {}
         settings = {"ray_num_cpus": str(slots)}
         if tokens:
             settings["auth"] = "required"
@@ -67,25 +65,6 @@ def run_service(kind: str, n_trials: int, slots: int, users: int) -> tuple[float
 def _client(url: str, token: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=url, timeout=60, headers=headers)
-
-
-def _make_tokens(workdir: Path, db_url: str | None, users: list[str]) -> dict[str, str]:
-    """A token per user (the first an admin, who waits for everyone's studies)."""
-    env = dict(os.environ, ADAMP_TUNE_DATA_DIR=str(workdir / "data"))
-    if db_url:
-        env["ADAMP_TUNE_DATABASE_URL"] = db_url
-    tokens = {}
-    for i, user in enumerate(users):
-        admin = ["--admin"] if i == 0 else []
-        out = subprocess.run(
-            [ADAMP_TUNE, "token", "create", user, *admin],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        tokens[user] = out.stdout.strip().splitlines()[-1]
-    return tokens
 
 
 def _body(name: str, n_trials: int, slots: int) -> dict[str, object]:

@@ -185,3 +185,25 @@ def soak_with_kills(
             next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * kill_every
         time.sleep(poll_s)
     return kills, time.monotonic() - start
+
+
+def make_tokens(
+    workdir: Path, users: list[str], database_url: str | None = None, admins: int = 0
+) -> dict[str, str]:
+    """A token per user, made with ``adamp-tune token create`` on the database of a service
+    whose data dir is ``workdir / "data"``; the first ``admins`` users are admins."""
+    env = dict(os.environ, ADAMP_TUNE_DATA_DIR=str(workdir / "data"))
+    if database_url:
+        env["ADAMP_TUNE_DATABASE_URL"] = database_url
+    tokens = {}
+    for i, user in enumerate(users):
+        admin = ["--admin"] if i < admins else []
+        out = subprocess.run(
+            [ADAMP_TUNE, "token", "create", user, *admin],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tokens[user] = out.stdout.strip().splitlines()[-1]
+    return tokens

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import defaultdict
@@ -30,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.harness import (
-    ADAMP_TUNE,
+    make_tokens,
     postgres_database,
     running_service,
     soak_with_kills,
@@ -179,28 +177,13 @@ def dashboard_timings(url: str, sid: int) -> dict[str, float]:
 # --- fairness ---------------------------------------------------------------------------
 
 
-def _make_tokens(workdir: Path, users: list[str]) -> dict[str, str]:
-    env = dict(os.environ, ADAMP_TUNE_DATA_DIR=str(workdir / "data"))
-    tokens = {}
-    for user in users:
-        out = subprocess.run(
-            [ADAMP_TUNE, "token", "create", user],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        tokens[user] = out.stdout.strip().splitlines()[-1]
-    return tokens
-
-
 def bench_fairness(args: argparse.Namespace) -> None:
     """4 users submit 5 studies each at once; who gets the 2 slots, and who finishes first."""
     users = ["ana", "ben", "chen", "dara"]
     sizes = [4, 8, 16, 32, 64] if args.sizes is None else args.sizes
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        tokens = _make_tokens(workdir, users)
+        tokens = make_tokens(workdir, users)
         with running_service(workdir, AUTH="required") as url:
             ids: dict[int, tuple[str, int]] = {}
             order = [(u, s) for s in sizes for u in users]
