@@ -85,10 +85,13 @@ class Bucket:
 
     tokens: float
     at: float
+    capacity: float = 0.0
+    """The burst it was last refilled to (an admin's is larger)."""
 
     def refill(self, now: float, rate: float, burst: float) -> None:
         self.tokens = min(burst, self.tokens + (now - self.at) * rate)
         self.at = now
+        self.capacity = burst
 
     def wait_s(self, cost: float, rate: float) -> float:
         """Seconds until ``cost`` tokens are there (0 if they are)."""
@@ -156,10 +159,10 @@ class RateLimiter:
         """``key``'s bucket, refilled, after dropping buckets that are full again by now
         (idle for ``burst / rate`` seconds: forgetting them changes nothing) and, past
         ``MAX_BUCKETS``, the least recently used."""
-        idle_s = self.burst * self.admin_factor / self.rate
         while self._buckets:
             oldest_key, oldest = next(iter(self._buckets.items()))
-            if now - oldest.at < idle_s and len(self._buckets) < MAX_BUCKETS:
+            full_at = oldest.at + (oldest.capacity - oldest.tokens) / self.rate
+            if now < full_at and len(self._buckets) < MAX_BUCKETS:
                 break
             del self._buckets[oldest_key]
         bucket = self._buckets.pop(key, None) or Bucket(burst, now)
