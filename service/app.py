@@ -186,7 +186,10 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         health.router,
         session.router,
     ):
-        app.include_router(router)
+        # Any route may be refused by the rate limits (service.ratelimit), before routing;
+        # /healthz never is, and /metrics is scraped every few seconds at most.
+        limited = router is not health.router
+        app.include_router(router, responses=errors.responses(429) if limited else None)
     docs.install(app)
     dashboard.install(app)
     return app

@@ -38,7 +38,7 @@ data = APIRouter(
     prefix="/dashboard-api",
     tags=["dashboard"],
     dependencies=[Depends(current_user)],
-    responses=responses(401, 404),
+    responses=responses(401, 404, 429),
 )
 
 

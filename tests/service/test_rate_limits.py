@@ -193,6 +193,11 @@ def test_defaults_leave_a_dashboard_and_a_script_room(users_db) -> None:
     with serving(users_db) as url, _as(url, tokens["alice"]) as alice:
         assert all(alice.get(ORDINARY).status_code == 200 for _ in range(100))
         assert all(alice.get(IMPORTANCE).status_code == 404 for _ in range(8))
+        schema = alice.get("/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if path not in ("/healthz", "/metrics"):
+                assert "429" in operation["responses"], (method, path)
 
 
 # ---- the limiter alone -------------------------------------------------------------------
