@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
                 state.scheduler.stop(settings.shutdown_grace_s)
             if janitor is not None:
                 janitor.stop()
+            state.offload.close()
             state.engine.dispose()
             trials_on.close()
 
