@@ -47,9 +47,12 @@ class Offload:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the service is stopping")
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1, mp_context=get_context("spawn"), initializer=_lower_priority
@@ -72,10 +75,21 @@ class Offload:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        """Stop the worker at once, even mid-computation (a fANOVA can take a minute, longer
+        than the service's shutdown grace); whoever waited on it gets an error."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is None:
+            return
+        # Python 3.11's executor cannot terminate its workers; its process table can.
+        workers = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.kill()
 
 
 _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
