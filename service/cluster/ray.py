@@ -43,6 +43,7 @@ from service.cluster.ray_connection import (
 )
 from service.settings import Settings
 from workers.messages import Finished, TrialRequest
+from workers.remote import submit_trial
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +271,6 @@ class RayCluster:
     # ------------------------------------------------------------ trials
 
     def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
-        # The task's module imports the worker side (torch), needed only once trials run.
-        from workers.remote import submit_trial  # noqa: PLC0415
-
         with self._lock:
             if not self._connected:  # Ray would start a local Ray of its own otherwise
                 raise RuntimeError(self._problem or "ray: not connected")
