@@ -126,8 +126,10 @@ def submit(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     return study
 
 
-def wait_all(api: httpx.Client, ids: list[int], timeout_s: float) -> dict[int, dict[str, Any]]:
-    """Poll until every study has ended; returns their final views."""
+def wait_all(
+    api: httpx.Client, ids: list[int], timeout_s: float, poll_s: float = 0.1
+) -> dict[int, dict[str, Any]]:
+    """Poll every ``poll_s`` until every study has ended; returns their final views."""
     deadline = time.monotonic() + timeout_s
     done: dict[int, dict[str, Any]] = {}
     while len(done) < len(ids):
@@ -138,7 +140,7 @@ def wait_all(api: httpx.Client, ids: list[int], timeout_s: float) -> dict[int, d
                 study = api.get(f"/api/v1/studies/{sid}").raise_for_status().json()
                 if study["status"] in FINAL:
                     done[sid] = study
-        time.sleep(0.1)
+        time.sleep(poll_s)
     return done
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import ray
 
 from workers.messages import Placement, TrialEvent, TrialRequest
-from workers.runner import run_trial
 
 
 def current_placement() -> Placement:
@@ -34,6 +33,11 @@ def current_placement() -> Placement:
 
 
 def _trial_task(request: TrialRequest) -> Iterator[TrialEvent]:
+    # Imported here, on the worker: the scheduler submits trials through this module, and
+    # importing torch on its loop (several seconds on a loaded machine, at the first
+    # trial) once held the loop past its lease, so a standby took the scheduler over.
+    from workers.runner import run_trial  # noqa: PLC0415
+
     yield from run_trial(request, current_placement())
 
 

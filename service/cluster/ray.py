@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from service.cluster.ray_connection import (
 )
 from service.settings import Settings
 from workers.messages import Finished, TrialRequest
+from workers.remote import submit_trial
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +272,6 @@ class RayCluster:
     # ------------------------------------------------------------ trials
 
     def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
-        # The task's module imports the worker side (torch), needed only once trials run.
-        from workers.remote import submit_trial  # noqa: PLC0415
-
         with self._lock:
             if not self._connected:  # Ray would start a local Ray of its own otherwise
                 raise RuntimeError(self._problem or "ray: not connected")
@@ -293,15 +292,22 @@ class RayCluster:
             with self._lock:
                 if not self._connected:
                     return []
-                ready, _ = ray.wait(
-                    list(by_stream), num_returns=len(by_stream), timeout=timeout, fetch_local=False
-                )
+                streams, began = list(by_stream), time.monotonic()
+                # Back as soon as one trial has news (a trial that ended frees its slot for
+                # the next at once), then everything else that is ready too.
+                ready, _ = ray.wait(streams, num_returns=1, timeout=timeout, fetch_local=False)
+                if ready and len(streams) > 1:
+                    ready, _ = ray.wait(
+                        streams, num_returns=len(streams), timeout=0, fetch_local=False
+                    )
                 for stream in ready:
                     outcome = self._next(stream)
                     if outcome is not None:
                         results.append((by_stream[stream], outcome))
                         if not isinstance(outcome, Event) or isinstance(outcome.event, Finished):
                             self._ended.append(stream)
+            if ready and not results:  # ready but nothing to take: never spin on it
+                self._stop.wait(max(0.0, timeout - (time.monotonic() - began)))
         except Exception:  # Ray went away under us: the supervisor declares it lost
             log.debug("polling Ray failed", exc_info=True)
             self._stop.wait(timeout)

@@ -50,7 +50,7 @@ from service.scheduler.lease import Lease
 from service.scheduler.ledger import Counts, Ledger
 from service.scheduler.outcomes import ignore
 from service.scheduler.recorder import Recorder
-from service.scheduler.tracking import ActiveStudy, RunningTrial
+from service.scheduler.tracking import ActiveStudy, DrivenStudy, RunningTrial
 from service.study_spec import StudySpec
 
 log = logging.getLogger(__name__)
@@ -289,12 +289,6 @@ class Scheduler(Dispatch):
         spec = StudySpec.from_stored(record.spec)
         optuna_id = self._storage.get_study_id_from_name(record.name)
         trials = self._storage.get_all_trials(optuna_id, deepcopy=False)
-        study = optuna.load_study(
-            study_name=record.name,
-            storage=self._storage,
-            sampler=build_sampler(spec, len(trials)),
-            pruner=build_pruner(spec),
-        )
         counts = Counts()
         for trial in trials:
             attrs = trial.user_attrs
@@ -303,6 +297,14 @@ class Scheduler(Dispatch):
                 retried=bool(attrs.get(ATTR_RETRIED)),
                 raised=Counts.is_raised(attrs),
             )
+        counts = self._ledger.open(record.id, counts)
+        study = DrivenStudy(
+            study_name=record.name,
+            storage=self._storage,
+            sampler=build_sampler(spec, len(trials)),
+            pruner=build_pruner(spec),
+            waiting=lambda: counts.waiting,
+        )
         active = ActiveStudy(
             id=record.id,
             name=record.name,
@@ -315,7 +317,7 @@ class Scheduler(Dispatch):
             priority=record.priority,
             max_concurrent=record.max_concurrent,
             created_at=record.created_at,
-            counts=self._ledger.open(record.id, counts),
+            counts=counts,
         )
         for trial in trials:
             if trial.state == TrialState.RUNNING:

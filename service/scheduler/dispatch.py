@@ -21,6 +21,7 @@ from service.scheduler.attrs import ATTR_ATTEMPT, ATTR_ERROR, ATTR_PREEMPTIONS, 
 from service.scheduler.ending import StudyEnds
 from service.scheduler.policy import Demand, Holder, Snapshot, decide
 from service.scheduler.tracking import ActiveStudy, RunningTrial
+from service.scheduler.unit_of_work import unit_of_work
 from workers.messages import TrialRequest
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ class Dispatch(StudyEnds):
     def _start_trial(self, active: ActiveStudy) -> bool:
         if active.counts.waiting and not self._recorder.flush(timeout=FLUSH_WAIT_S):
             return False  # its re-runs are not enqueued in the database yet: next tick
-        trial = active.study.ask(fixed_distributions=active.distributions)
+        with unit_of_work(self._storage):  # one transaction: the trial and its values
+            trial = active.study.ask(fixed_distributions=active.distributions)
         attrs = trial.user_attrs
         attempt = int(attrs.get(ATTR_ATTEMPT, 1))
         spec = active.spec

@@ -40,7 +40,8 @@ class StudyEnds(Outcomes):
         """A status change, queued after the writes before it."""
         sessions = self._sessions
         self._recorder.call(
-            lambda: ignore(repository.transition(sessions, study_id, status, **kwargs))
+            lambda: ignore(repository.transition(sessions, study_id, status, **kwargs)),
+            joins=False,
         )
 
     def _mark_started(self, active: ActiveStudy) -> None:

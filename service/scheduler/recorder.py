@@ -3,9 +3,11 @@
 The loop decides and dispatches; every write it would have made (a trial's placement, its
 reports, user attributes, events, Optuna's tell, study status changes) is queued here
 instead, so a slow database never holds dispatching. The writer thread takes everything
-queued and writes it in as few transactions as it can: consecutive row writes (user
-attributes, intermediate values, events) share one transaction; a tell, an enqueued re-run
-or a status change is a transaction of its own, in its place in the queue.
+queued and writes it in as few transactions as it can: consecutive writes to Optuna's
+tables and the service's events (user attributes, intermediate values, tells, enqueued
+re-runs) share one transaction (``unit_of_work.py``, at most ``MAX_UNIT`` writes, so a
+SQLite writer never holds the file long); a study's status change, written through the
+service's own sessions, commits what precedes it first and is a transaction of its own.
 
 Guarantees:
 
@@ -16,9 +18,10 @@ Guarantees:
 * **Pruning sees every report.** Reports of studies with a pruner are not queued: the
   loop writes each and asks the pruner at once (``outcomes.py``), as a decision that came
   after a short trial ended would be no decision.
-* **Nothing dropped on a database outage.** A batch that fails on a database error is
-  retried (row writes are upserts, so a retry is harmless); a write that fails for a
-  reason of its own (the trial was finished meanwhile) is logged and skipped, alone.
+* **Nothing dropped on a database outage.** A unit that fails on a database error is
+  rolled back whole and retried (so a retry is harmless); a write that fails for a reason
+  of its own (the trial was finished meanwhile) rolls its unit back, which is then written
+  again one write per transaction, where that write alone is logged and skipped.
 """
 
 from __future__ import annotations
@@ -33,16 +36,19 @@ from typing import Any
 
 import optuna
 from optuna.storages._rdb import models as _optuna_models
-from optuna.storages._rdb.storage import _create_scoped_session
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from db.models import StudyEvent
+from service.scheduler.unit_of_work import backend_of, unit_of_work
 
 om: Any = _optuna_models
 
 RETRY_S = 0.5
 MAX_BATCH = 500
+MAX_UNIT = 64
+"""Writes per transaction at most: a unit holds SQLite's single write lock (the loop's
+``ask`` waits for it) for as long as it runs."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,11 @@ class _Rows:
 
 @dataclass(frozen=True)
 class _Call:
-    """A write that opens its own transaction (a tell, an enqueue, a status change)."""
+    """A write through Optuna's storage (a tell, an enqueue: ``joins``, it shares its
+    neighbours' transaction) or through the service's own sessions (a status change)."""
 
     call: Callable[[], None]
+    joins: bool = True
 
 
 @dataclass(frozen=True)
@@ -88,10 +96,8 @@ class Recorder:
     """Queues the scheduler's writes and applies them on one thread, in order."""
 
     def __init__(self, storage: optuna.storages.BaseStorage) -> None:
-        backend = getattr(storage, "_backend", storage)
-        if not isinstance(backend, optuna.storages.RDBStorage):
-            raise TypeError("the recorder writes to Optuna's RDB storage")
-        self._backend = backend
+        self._storage = storage
+        self._backend = backend_of(storage)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pending = 0
@@ -121,9 +127,10 @@ class Recorder:
         """Queue row writes (they may share a transaction with the writes around them)."""
         self._put(_Rows(write))
 
-    def call(self, call: Callable[[], None]) -> None:
-        """Queue a write that needs its own transaction."""
-        self._put(_Call(call))
+    def call(self, call: Callable[[], None], *, joins: bool = True) -> None:
+        """Queue a write through Optuna's storage, or (``joins=False``) one that opens a
+        transaction of its own elsewhere; what was queued before it is committed first."""
+        self._put(_Call(call, joins))
 
     def user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         backend, model = self._backend, om.TrialUserAttributeModel
@@ -205,48 +212,51 @@ class Recorder:
         self._write(batch)
 
     def _write(self, batch: list[_Job]) -> None:
-        rows: list[_Rows] = []
+        unit: list[_Rows | _Call] = []
         for job in batch:
             if self._abandoned.is_set():
                 if isinstance(job, _Flush):
                     job.done.set()
                 self._done(1)
                 continue
-            if isinstance(job, _Rows):
-                rows.append(job)
+            if isinstance(job, _Rows) or (isinstance(job, _Call) and job.joins):
+                unit.append(job)
+                if len(unit) >= MAX_UNIT:
+                    self._write_unit(unit)
+                    unit = []
                 continue
-            self._write_rows(rows)
-            rows = []
+            self._write_unit(unit)
+            unit = []
             if isinstance(job, _Flush):
                 job.done.set()
-                self._done(1)
             else:
                 self._retrying(job.call)
-                self._done(1)
-        self._write_rows(rows)
+            self._done(1)
+        self._write_unit(unit)
 
-    def _write_rows(self, rows: list[_Rows]) -> None:
-        if not rows:
+    def _write_unit(self, jobs: list[_Rows | _Call]) -> None:
+        if not jobs:
             return
         if self._abandoned.is_set():
-            self._done(len(rows))
+            self._done(len(jobs))
             return
+        storage = self._storage
 
         def together() -> None:
-            with _create_scoped_session(self._backend.scoped_session) as session:
-                for job in rows:
-                    job.write(session)
+            with unit_of_work(storage) as session:
+                for job in jobs:
+                    _apply(job, session)
 
         if not self._retrying(together, skip_refused=False):
-            for job in rows:  # one of them was refused: write them alone
+            for job in jobs:  # one of them was refused: write them one at a time
 
-                def alone(job: _Rows = job) -> None:
-                    with _create_scoped_session(self._backend.scoped_session) as session:
-                        job.write(session)
+                def alone(job: _Rows | _Call = job) -> None:
+                    with unit_of_work(storage) as session:
+                        _apply(job, session)
 
                 self._retrying(alone)
-        self.written += len(rows)
-        self._done(len(rows))
+        self.written += len(jobs)
+        self._done(len(jobs))
 
     def _retrying(self, write: Callable[[], None], *, skip_refused: bool = True) -> bool:
         """Run ``write`` until the database takes it; a refused write is logged and
@@ -267,6 +277,13 @@ class Recorder:
                     return False
                 log.warning("a write was refused and skipped: %s", err)
                 return True
+
+
+def _apply(job: _Rows | _Call, session: Session) -> None:
+    if isinstance(job, _Rows):
+        job.write(session)
+    else:
+        job.call()
 
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +15,32 @@ from service.cluster import Outcome
 from service.scheduler.ledger import Counts
 from service.study_spec import StudySpec
 from workers.messages import TrialRequest
+
+
+class DrivenStudy(optuna.Study):
+    """An Optuna study driven by the scheduler, which knows how many re-runs wait in it.
+
+    Optuna's ``ask`` first looks for an enqueued trial to hand out, a read of every
+    unfinished trial of the study from the database; the scheduler enqueues every re-run
+    itself and its ledger counts them (``Counts.waiting``), so while none waits that read
+    is skipped (a third of the loop's time per trial in the bookkeeping benchmark)."""
+
+    def __init__(
+        self,
+        *,
+        study_name: str,
+        storage: optuna.storages.BaseStorage,
+        sampler: optuna.samplers.BaseSampler,
+        pruner: optuna.pruners.BasePruner,
+        waiting: Callable[[], int],
+    ) -> None:
+        super().__init__(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+        self._waiting = waiting
+
+    def _pop_waiting_trial_id(self) -> int | None:
+        if self._waiting() == 0:
+            return None
+        return super()._pop_waiting_trial_id()
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The service side (API, scheduler, cluster interface) runs without importing torch.
+"""The service side (API, scheduler, cluster interface, Ray submission) runs without torch.
 
 Only workers import the training stack; a service process that loaded torch for nothing paid
 seconds of start-up and hundreds of MB for it.
@@ -12,6 +12,7 @@ import sys
 PROGRAM = """
 import importlib, pkgutil, sys
 import service.api, service.app, service.scheduler, service.cluster, service.cluster.threads
+import service.cluster.ray, workers.remote  # what submits trials to Ray (the task imports torch)
 for module in pkgutil.iter_modules(service.api.__path__):
     importlib.import_module(f"service.api.{module.name}")
 from service.app import create_app
