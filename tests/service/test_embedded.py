@@ -99,9 +99,7 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(
     restart finishes the study with exactly ``n_trials``."""
     service, _ = embedded
     with httpx.Client(base_url=service.url, timeout=30) as api:
-        body = synthetic(
-            "group", n_trials=4, max_concurrent=2, fixed={"steps": 40, "sleep_s": 0.2}
-        )
+        body = synthetic("group", n_trials=4, max_concurrent=2, fixed={"steps": 25, "sleep_s": 0.2})
         study = submit(api, **body)
         wait_for(api, study["id"], lambda s: s["counts"]["running"] == 2, 90, "2 running")
     assert service.proc is not None
@@ -124,9 +122,7 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(
     # The signal reaches Ray's workers too: a trial whose worker died of it before the
     # scheduler stopped it is recorded as a lost worker instead. Either way it is
     # recorded, failed, and re-run once; none is lost.
-    interrupted = [
-        t for t in trials if t["stop_reason"] in ("shutdown", "worker died", "orphaned")
-    ]
+    interrupted = [t for t in trials if t["stop_reason"] in ("shutdown", "worker died", "orphaned")]
     assert len(interrupted) >= 2, "the two running trials were recorded, not lost"
     assert all(t["state"] == "fail" for t in interrupted)
     reruns = [t["retry_of"] for t in trials if t["retry_of"] is not None]
