@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.service_load import running_service, submit, synthetic_study
+from benchmarks.harness import running_service, submit, synthetic_study
 
 
 def _wait(predicate: object, timeout_s: float, what: str) -> float:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import os
 import random
-import signal
 import statistics
 import tempfile
 import time
@@ -32,13 +30,7 @@ import httpx
 import optuna
 from optuna.trial import TrialState
 
-from benchmarks.service_load import (
-    FINAL,
-    _running_trial_pids,
-    running_service,
-    submit,
-    synthetic_study,
-)
+from benchmarks.harness import running_service, soak_with_kills, submit, synthetic_study
 
 
 def _soak_once(args: argparse.Namespace, checkpoints: bool) -> dict[str, Any]:
@@ -63,22 +55,7 @@ def _soak_once(args: argparse.Namespace, checkpoints: bool) -> dict[str, Any]:
             )["id"]
             for name in names
         ]
-        start = time.monotonic()
-        kills = 0
-        next_kill = start + rng.uniform(0.5, 1.5) * args.kill_every
-        while True:
-            states = [api.get(f"/api/v1/studies/{sid}").json()["status"] for sid in ids]
-            if all(s in FINAL for s in states):
-                break
-            if time.monotonic() >= next_kill:
-                victims = _running_trial_pids(api, ids)
-                if victims:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(rng.choice(victims), signal.SIGKILL)
-                        kills += 1
-                next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * args.kill_every
-            time.sleep(0.1)
-        wall = time.monotonic() - start
+        kills, wall = soak_with_kills(api, ids, args.kill_every, 0.1, rng)
         trials = [t for n in names for t in optuna.load_study(study_name=n, storage=db).trials]
     own_reports = 0
     for t in trials:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.service_load import running_service
+from benchmarks.harness import running_service
 from service.client import Client
 from service.comparisons.tables import comparison_tables
 

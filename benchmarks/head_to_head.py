@@ -8,7 +8,7 @@ trial) with the same TPE sampler (seed 0, 10 random start-up trials, the service
 for a study this size) and two trials at a time through
 
 * this service: ``adamp-tune serve`` with a 2-CPU local Ray, REST submission to the study's
-  end (``benchmarks.service_load.running_service``);
+  end (``benchmarks.harness.running_service``);
 * Ray Tune: ``tune.Tuner`` with ``OptunaSearch`` (given the same Optuna storage where a
   database is named; in memory otherwise) on a local ``ray.init(num_cpus=2)``;
 * plain Optuna: ``study.optimize(objective, n_jobs=2)`` on the same kind of database;
@@ -21,6 +21,9 @@ imports done) that is not timed; the service's own start-up and ``ray.init`` are
 checkpoint, times the study and trial-page endpoints, the dashboard page and its fast plots,
 and Optuna's ask+tell with TPE on a snapshot of the service's own database file (a copy made
 with SQLite's backup API, so the running study is never written to by the benchmark).
+
+Over ~400 lines on purpose: ``scale`` reuses ``compare``'s search space, sampler settings
+and constants, and both are cited in RESULTS.md as ``benchmarks.head_to_head`` commands.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import httpx
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 
-from benchmarks.service_load import (
+from benchmarks.harness import (
     postgres_database,
     running_service,
     submit,

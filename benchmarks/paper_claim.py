@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.service_load import running_service, submit, wait_all
+from benchmarks.harness import running_service, submit, wait_all
 from workers.builtin.digits_cnn import _dataset, build_model
 from workers.optimizers import build_optimizer
 

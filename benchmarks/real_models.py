@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import torch
 
-from benchmarks.service_load import running_service, submit, trials_of, wait_all
+from benchmarks.harness import running_service, submit, trials_of, wait_all
 from workers.messages import Finished, Placement, Report, TrialRequest
 from workers.registry import get_workload
 from workers.runner import run_trial

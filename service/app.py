@@ -30,6 +30,7 @@ from service.comparisons.driver import ComparisonDriver
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
 from service.optuna_glue import storage_for
+from service.ratelimit import RateLimit
 from service.scheduler import Scheduler
 from service.settings import Settings
 from service.state import AppState
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
                 state.scheduler.stop(settings.shutdown_grace_s)
             if janitor is not None:
                 janitor.stop()
+            state.offload.close()
             state.engine.dispose()
             trials_on.close()
 
@@ -168,8 +170,10 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     errors.install(app)
 
     # Outermost first: headers on every answer, then the door (before any body is read),
-    # then the size limit on what gets through.
+    # then the rate limits (which need to know who is calling), then the size limit on
+    # what gets through.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimit)
     app.add_middleware(AuthGate)
     app.add_middleware(LatencyMiddleware)
     app.add_middleware(SecurityHeaders)
@@ -183,7 +187,10 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         health.router,
         session.router,
     ):
-        app.include_router(router)
+        # Any route may be refused by the rate limits (service.ratelimit), before routing;
+        # /healthz never is, and /metrics is scraped every few seconds at most.
+        limited = router is not health.router
+        app.include_router(router, responses=errors.responses(429) if limited else None)
     docs.install(app)
     dashboard.install(app)
     return app

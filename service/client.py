@@ -29,14 +29,43 @@ class ApiError(Exception):
         self.detail = detail
 
 
+RATE_LIMIT_RETRIES = 5
+"""Times a request refused with 429 and ``Retry-After`` (the service's rate limits) is sent
+again, after waiting as told, before the 429 is raised."""
+MAX_RETRY_AFTER_S = 60.0
+"""Longest wait for one ``Retry-After``: a longer one is raised at once."""
+
+
+def retry_after_s(response: httpx.Response) -> float | None:
+    """The wait a ``429`` asks for (``Retry-After`` in seconds), or ``None`` if it gives none."""
+    if response.status_code != 429:
+        return None
+    try:
+        wait = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return wait if 0 <= wait <= MAX_RETRY_AFTER_S else None
+
+
 class Client:
-    """Talks to one adamp-tune service; ``token`` is sent as a Bearer token when given."""
+    """Talks to one adamp-tune service; ``token`` is sent as a Bearer token when given.
+
+    Over the service's rate limits (429 with ``Retry-After``) a call waits as told and tries
+    again, at most ``rate_limit_retries`` times, as a well-behaved client of a shared
+    service does."""
 
     def __init__(
-        self, base_url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        timeout: float = 30,
+        rate_limit_retries: int = RATE_LIMIT_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._retries = rate_limit_retries
+        self._sleep = sleep
 
     def close(self) -> None:
         self._http.close()
@@ -48,12 +77,17 @@ class Client:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as err:
-            raise ApiError(
-                0, f"cannot reach the service at {self._http.base_url} ({err}); is it running?"
-            ) from err
+        for attempt in range(self._retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                raise ApiError(
+                    0, f"cannot reach the service at {self._http.base_url} ({err}); is it running?"
+                ) from err
+            wait = retry_after_s(response)
+            if wait is None or attempt == self._retries:
+                break
+            self._sleep(wait)
         if response.status_code >= 400:
             self._raise(response)
         return response.json()
@@ -116,15 +150,22 @@ class Client:
         partial = target.with_name(f".{target.name}.part")
         route = f"/api/v1/studies/{study_id}/trials/{number}/checkpoint"
         try:
-            with self._http.stream("GET", route) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._raise(response)
-                size = 0
-                with partial.open("wb") as out:
-                    for piece in response.iter_bytes():
-                        out.write(piece)
-                        size += len(piece)
+            for attempt in range(self._retries + 1):
+                with self._http.stream("GET", route) as response:
+                    wait = retry_after_s(response)
+                    if wait is not None and attempt < self._retries:
+                        response.read()
+                        self._sleep(wait)
+                        continue
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise(response)
+                    size = 0
+                    with partial.open("wb") as out:
+                        for piece in response.iter_bytes():
+                            out.write(piece)
+                            size += len(piece)
+                    break
         except httpx.TransportError as err:
             partial.unlink(missing_ok=True)
             raise ApiError(

@@ -40,6 +40,9 @@ CSRF_COOKIE = "adamp_tune_csrf"
 CSRF_HEADER = "x-csrf-token"
 PRINCIPAL_KEY = "adamp_tune.principal"
 """Where the gate leaves the caller in the ASGI scope (``service.api.deps`` reads it)."""
+ANONYMOUS_KEY = "adamp_tune.anonymous"
+"""``True`` in the scope when the caller presented no valid token (the rate limiter then
+tells callers apart by address, since they all act as the default owner)."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -114,6 +117,7 @@ class AuthGate:
                     await _refuse(send, 401, str(err))
                     return
                 problem = f"your session ended: {err}"
+        anonymous = principal is None
         if principal is None and not public:
             if state.settings.auth_required:
                 await _sign_in_please(send, method, headers, problem)
@@ -131,6 +135,7 @@ class AuthGate:
             )
             return
         scope[PRINCIPAL_KEY] = principal
+        scope[ANONYMOUS_KEY] = anonymous
         await self.app(scope, receive, send)
 
 

@@ -56,3 +56,12 @@ def importances(
     except (ValueError, RuntimeError) as err:
         return {**answer, "note": str(err)}
     return {**answer, "importances": {k: float(v) for k, v in values.items()}}
+
+
+def importances_at(database_url: str, study_name: str, searched: list[str]) -> dict[str, Any]:
+    """``importances`` of a study on the database at ``database_url``: what the service's
+    worker process runs (``service.offload``), so that fANOVA never holds the service's
+    interpreter lock."""
+    from service.offload import storage  # noqa: PLC0415 - the worker's storages
+
+    return importances(storage(database_url), study_name, searched)

@@ -23,3 +23,9 @@ SCHEDULER_TICK = Histogram(
 REQUEST_LATENCY = Histogram(
     "adamp_tune_http_request_seconds", "API request latency", ["method", "route", "status"]
 )
+RATE_LIMITED = Counter(
+    "adamp_tune_rate_limited_total",
+    "Requests refused with 429 by the rate limits, by limit (user: a caller's own rate; "
+    "heavy: the service-wide budget of heavy reads)",
+    ["limit"],
+)

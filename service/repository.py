@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 import optuna
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import ACTIVE_STATUSES, Study, StudyEvent, StudyStatus, utcnow
-from service.errors import Conflict, NotFound
+from service.errors import Conflict
+from service.listing import PageFilters, get_row, list_page
 from service.names import name_key
 from service.schemas import StudyCreate
 from service.study_spec import StudySpec
@@ -105,34 +105,12 @@ def _duplicate(sessions: sessionmaker[Session], name: str) -> Conflict:
 
 def get_study(session: Session, study_id: int) -> Study:
     """The study ``study_id``; ``NotFound`` if there is none."""
-    study = session.get(Study, study_id)
-    if study is None:
-        raise NotFound(f"no study with id {study_id}")
-    return study
+    return get_row(session, Study, study_id, "study")
 
 
-def list_studies(
-    session: Session,
-    *,
-    statuses: Sequence[str] = (),
-    owner: str | None = None,
-    workload: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[Study], int]:
+def list_studies(session: Session, **filters: Unpack[PageFilters]) -> tuple[list[Study], int]:
     """A page of studies, newest first, and the total matching the filters."""
-    where: list[ColumnElement[bool]] = []
-    if statuses:
-        where.append(Study.status.in_(statuses))
-    if owner:
-        where.append(Study.owner == owner)
-    if workload:
-        where.append(Study.workload == workload)
-    total = session.scalar(select(func.count()).select_from(Study).where(*where)) or 0
-    items = session.scalars(
-        select(Study).where(*where).order_by(Study.id.desc()).limit(limit).offset(offset)
-    ).all()
-    return list(items), total
+    return list_page(session, Study, **filters)
 
 
 def active_studies(session: Session) -> list[Study]:

@@ -85,6 +85,20 @@ class Settings(BaseSettings):
     interpreter that readers can take from the scheduler in the same process."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     """Largest request body accepted; larger ones are refused with 413 while being read."""
+    rate_limit_per_s: float = Field(default=20.0, ge=0.0)
+    """Requests a second one user (or, without a token, one address) may make on average;
+    over it: 429 with ``Retry-After``. A heavy read counts as ``heavy_read_cost``. 0: off."""
+    rate_limit_burst: int = Field(default=200, ge=1)
+    """Requests one user may make at once before ``rate_limit_per_s`` applies."""
+    heavy_read_cost: int = Field(default=10, ge=1)
+    """What one heavy read (importances, plots, a page of over 200 trials, a checkpoint
+    download) counts against a user's rate."""
+    heavy_reads_per_s: float = Field(default=4.0, ge=0.0)
+    """Heavy reads a second the service answers for all users together (bursts of five
+    seconds' worth); over it: 429 with ``Retry-After``. 0: no service-wide budget."""
+    rate_limit_admin_factor: float = Field(default=5.0, ge=1.0)
+    """Admins (by token) get this many times ``rate_limit_per_s`` and ``rate_limit_burst``;
+    they share ``heavy_reads_per_s`` like everyone."""
     session_cookie_max_age_s: int = Field(default=12 * 3600, ge=60)
     """How long a dashboard sign-in lasts (never past the token's own expiry)."""
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.cluster import Cluster
 from service.frozen import FrozenAnswers
+from service.offload import Offload
 from service.plot_cache import PlotCache
 from service.scheduler import Scheduler
 from service.settings import Settings
@@ -32,5 +33,7 @@ class AppState:
     """The latest large pages of trials of running studies (``service.api.trials``)."""
     plot_cache: PlotCache = field(default_factory=PlotCache)
     """The dashboard's latest plots of each study (see ``service.plot_cache``)."""
+    offload: Offload = field(default_factory=Offload)
+    """The worker process of fANOVA and the plots (``service.offload``)."""
     frozen_answers: FrozenAnswers = field(default_factory=FrozenAnswers)
     """Answers about studies that can no longer change (see ``service.frozen``)."""

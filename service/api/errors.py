@@ -33,7 +33,9 @@ _MEANING = {
     409: "a study or comparison of that name exists (ignoring case and Unicode form), or it "
     "has ended",
     413: "the request body is over the limit (ADAMP_TUNE_MAX_BODY_BYTES)",
-    429: "a per-user limit is reached (studies queued or running at once)",
+    429: "a per-user limit is reached (studies queued or running at once, or requests a "
+    "second: then `Retry-After` says when to retry), or the service-wide budget of heavy "
+    "reads is spent",
     503: "the database (or, for a checkpoint, the checkpoint store) is unavailable",
 }
 

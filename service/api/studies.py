@@ -22,7 +22,7 @@ from service.auth import Principal
 from service.cluster import Cluster
 from service.errors import Forbidden, InvalidRequest
 from service.frozen import is_frozen, json_response
-from service.importance import importances
+from service.importance import importances_at
 from service.schemas import (
     ImportanceOut,
     Page,
@@ -187,6 +187,8 @@ def importance(study_id: StudyId, state: StateDep, session: SessionDep) -> Impor
         key=("importance", study_id),
         counts=counts.get("complete", 0),
         running=record.status in ACTIVE_STATUSES,
-        compute=lambda: importances(state.storage, record.name, searched),
+        compute=lambda: state.offload.run(
+            importances_at, state.settings.resolved_database_url, record.name, searched
+        ),
     )
     return ImportanceOut(study_id=study_id, **answer)

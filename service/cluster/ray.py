@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,15 +292,22 @@ class RayCluster:
             with self._lock:
                 if not self._connected:
                     return []
-                ready, _ = ray.wait(
-                    list(by_stream), num_returns=len(by_stream), timeout=timeout, fetch_local=False
-                )
+                streams, began = list(by_stream), time.monotonic()
+                # Back as soon as one trial has news (a trial that ended frees its slot for
+                # the next at once), then everything else that is ready too.
+                ready, _ = ray.wait(streams, num_returns=1, timeout=timeout, fetch_local=False)
+                if ready and len(streams) > 1:
+                    ready, _ = ray.wait(
+                        streams, num_returns=len(streams), timeout=0, fetch_local=False
+                    )
                 for stream in ready:
                     outcome = self._next(stream)
                     if outcome is not None:
                         results.append((by_stream[stream], outcome))
                         if not isinstance(outcome, Event) or isinstance(outcome.event, Finished):
                             self._ended.append(stream)
+            if ready and not results:  # ready but nothing to take: never spin on it
+                self._stop.wait(max(0.0, timeout - (time.monotonic() - began)))
         except Exception:  # Ray went away under us: the supervisor declares it lost
             log.debug("polling Ray failed", exc_info=True)
             self._stop.wait(timeout)

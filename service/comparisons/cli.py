@@ -6,15 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
-from rich.console import Console
 from rich.table import Table
 
+from service.cli_common import TokenOption, UrlOption, console, err_console, fail, read_spec
 from service.client import ApiError, Client
 from service.comparisons.tables import optimizer_table, pair_table
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _progress(c: dict[str, Any]) -> str:
@@ -45,24 +41,13 @@ def print_report(comparison: dict[str, Any]) -> None:
 def compare(
     spec: Annotated[Path, typer.Argument(help="YAML or JSON file with the comparison's fields")],
     wait: Annotated[bool, typer.Option("--wait", help="follow it and print the report")] = False,
-    url: Annotated[
-        str, typer.Option("--url", envvar="ADAMP_TUNE_URL", help="the service's base URL")
-    ] = "http://127.0.0.1:8000",
-    token: Annotated[
-        str | None, typer.Option("--token", envvar="ADAMP_TUNE_TOKEN", help="API token")
-    ] = None,
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
 ) -> None:
     """Compare optimizers on a workload (same fields as ``POST /api/v1/comparisons``):
     each is tuned with the same budget, its best configuration re-trained on fresh seeds,
     and the report says whether the difference is beyond noise."""
-    try:
-        body = yaml.safe_load(spec.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        err_console.print(f"[red]error[/red] cannot read {spec}: {err}")
-        raise typer.Exit(code=2) from err
-    if not isinstance(body, dict):
-        err_console.print(f"[red]error[/red] {spec} must hold a mapping of comparison fields")
-        raise typer.Exit(code=2)
+    body = read_spec(spec, "comparison")
     with Client(url, token=token) as client:
         try:
             created = client.compare(body)
@@ -82,8 +67,7 @@ def compare(
 
             final = client.wait_comparison(created["id"], on_progress=show)
         except ApiError as err:
-            err_console.print(f"[red]error[/red] {err.message}")
-            raise typer.Exit(code=1) from err
+            raise fail(err) from err
     print_report(final)
     if final["status"] != "completed":
         err_console.print(f"comparison {final['status']}: {final.get('error') or ''}")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import (
     ACTIVE_STATUSES,
@@ -19,7 +17,8 @@ from db.models import (
     utcnow,
 )
 from service.comparisons.schemas import ComparisonCreate, evaluation_name, tuning_name
-from service.errors import Conflict, NotFound
+from service.errors import Conflict
+from service.listing import PageFilters, get_row, list_page
 from service.names import name_key
 from service.repository import rowcount
 
@@ -65,34 +64,14 @@ def create_comparison(
 
 def get_comparison(session: Session, comparison_id: int) -> Comparison:
     """The comparison ``comparison_id``; ``NotFound`` if there is none."""
-    comparison = session.get(Comparison, comparison_id)
-    if comparison is None:
-        raise NotFound(f"no comparison with id {comparison_id}")
-    return comparison
+    return get_row(session, Comparison, comparison_id, "comparison")
 
 
 def list_comparisons(
-    session: Session,
-    *,
-    statuses: Sequence[str] = (),
-    owner: str | None = None,
-    workload: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
+    session: Session, **filters: Unpack[PageFilters]
 ) -> tuple[list[Comparison], int]:
     """A page of comparisons, newest first, and the total matching the filters."""
-    where: list[ColumnElement[bool]] = []
-    if statuses:
-        where.append(Comparison.status.in_(statuses))
-    if owner:
-        where.append(Comparison.owner == owner)
-    if workload:
-        where.append(Comparison.workload == workload)
-    total = session.scalar(select(func.count()).select_from(Comparison).where(*where)) or 0
-    items = session.scalars(
-        select(Comparison).where(*where).order_by(Comparison.id.desc()).limit(limit).offset(offset)
-    ).all()
-    return list(items), total
+    return list_page(session, Comparison, **filters)
 
 
 def active_comparison_ids(session: Session) -> list[int]:

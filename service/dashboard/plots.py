@@ -108,6 +108,17 @@ def _renumbered(build: Callable[[], Any], numbers: list[int]) -> Callable[[], An
     return run
 
 
+def study_plots_at(database_url: str, study_name: str, group: str | None) -> dict[str, Any]:
+    """``study_plots`` of a study on the database at ``database_url``: what the service's
+    worker process runs (``service.offload``), so that fANOVA and Plotly never hold the
+    service's interpreter lock."""
+    from service.offload import storage  # noqa: PLC0415 - the worker's storages
+
+    return study_plots(
+        optuna.load_study(study_name=study_name, storage=storage(database_url)), group
+    )
+
+
 def study_plots(study: optuna.Study, group: str | None = None) -> dict[str, Any]:
     """The dashboard plots of ``study`` (all, or one ``group``: ``FAST`` or ``SLOW``); a plot
     that the trials cannot support is a note."""

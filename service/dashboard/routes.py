@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import optuna
 import plotly
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
@@ -26,7 +25,7 @@ from service.auth import Principal
 from service.checkpoints.links import checkpoint_link
 from service.comparisons import store
 from service.comparisons.views import comparison_out
-from service.dashboard.plots import comparison_plots, study_plots
+from service.dashboard.plots import comparison_plots, study_plots_at
 from service.gate import PRINCIPAL_KEY
 from workers.optimizer_specs import python_snippet
 
@@ -38,7 +37,7 @@ data = APIRouter(
     prefix="/dashboard-api",
     tags=["dashboard"],
     dependencies=[Depends(current_user)],
-    responses=responses(401, 404),
+    responses=responses(401, 404, 429),
 )
 
 
@@ -103,8 +102,9 @@ def plots(
     counts = out.counts
 
     def compute() -> dict[str, Any]:
-        study = optuna.load_study(study_name=record.name, storage=state.storage)
-        return study_plots(study, group)
+        return state.offload.run(
+            study_plots_at, state.settings.resolved_database_url, record.name, group
+        )
 
     return state.plot_cache.get(
         key=(study_id, group),

@@ -505,7 +505,9 @@ def test_a_higher_priority_study_preempts_and_the_preempted_trials_resume(parts)
     (``retry_of``, ``preemptions``; not a failed attempt), the high study's trial starts
     in its place, and every low-priority configuration still completes."""
     sessions, storage = parts
-    steps = {"steps": 8, "sleep_s": 0.1}
+    # Long enough (3 s) that a loaded machine still sees the low trials running when the
+    # high study arrives (0.8 s once let both end first: nothing to preempt).
+    steps = {"steps": 30, "sleep_s": 0.1}
     gpu = {"gpus": 1, "cpus": 1}
     low = _submit(
         sessions, storage, "low-gpu", n_trials=2, max_concurrent=2, resources=gpu, fixed=steps

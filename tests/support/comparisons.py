@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 
-from tests.support.studies import FINAL
+from tests.support.studies import FINAL, created, poll
 
 
 def comparison_body(name: str, **overrides: Any) -> dict[str, Any]:
@@ -29,10 +28,8 @@ def comparison_body(name: str, **overrides: Any) -> dict[str, Any]:
 
 
 def submit_comparison(api: httpx.Client, **body: Any) -> dict[str, Any]:
-    answer = api.post("/api/v1/comparisons", json=body)
-    assert answer.status_code == 201, answer.text
-    created: dict[str, Any] = answer.json()
-    return created
+    """POST a comparison; fails the test with the server's message if it is refused."""
+    return created(api, "/api/v1/comparisons", body)
 
 
 def wait_comparison(
@@ -44,13 +41,4 @@ def wait_comparison(
 ) -> dict[str, Any]:
     """Poll until ``predicate(comparison)`` (default: it ended); returns it."""
     predicate = predicate or (lambda c: c["status"] in FINAL)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = api.get(f"/api/v1/comparisons/{comparison_id}")
-        assert answer.status_code == 200, answer.text
-        found: dict[str, Any] = answer.json()
-        if predicate(found):
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last seen: {found}")
-        time.sleep(0.25)
+    return poll(api, f"/api/v1/comparisons/{comparison_id}", predicate, timeout_s, what)

@@ -15,10 +15,11 @@ from typing import Any
 
 import uvicorn
 
+from benchmarks.ports import free_port
 from service.app import create_app
 from service.cluster.threads import ThreadCluster
 from service.settings import Settings
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import wait_until
 
 
 @dataclass

@@ -17,7 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.processes import free_port, kill_tree, wait_until
+from benchmarks.ports import free_port
+from tests.support.processes import kill_tree, wait_until
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from unittest import mock
 
-from tests.support.processes import free_port
+from benchmarks.ports import free_port
 from workers.checkpoints import CheckpointStore
 
 BUCKET = "adamp-tune-test"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import free_port, kill_tree, wait_until
+from benchmarks.ports import free_port
+from tests.support.processes import kill_tree, wait_until
 
 ADAMP_TUNE = str(Path(sys.executable).with_name("adamp-tune"))
 

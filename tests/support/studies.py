@@ -10,19 +10,43 @@ import httpx
 FINAL = ("completed", "failed", "cancelled")
 
 
+def created(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``body`` to ``path``; fails the test with the server's message unless ``201``."""
+    answer = api.post(path, json=body)
+    assert answer.status_code == 201, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def fetched(api: httpx.Client, path: str) -> dict[str, Any]:
+    """GET ``path``; fails the test with the server's message unless ``200``."""
+    answer = api.get(path)
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def poll(
+    api: httpx.Client, path: str, predicate: Any, timeout_s: float, what: str
+) -> dict[str, Any]:
+    """GET ``path`` every 0.25 s until ``predicate(answer)``; returns that answer."""
+    deadline = time.monotonic() + timeout_s
+    found = fetched(api, path)
+    while not predicate(found):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last seen: {found}")
+        time.sleep(0.25)
+        found = fetched(api, path)
+    return found
+
+
 def submit(api: httpx.Client, **body: Any) -> dict[str, Any]:
     """POST a study; fails the test with the server's message if it is refused."""
-    answer = api.post("/api/v1/studies", json=body)
-    assert answer.status_code == 201, answer.text
-    study: dict[str, Any] = answer.json()
-    return study
+    return created(api, "/api/v1/studies", body)
 
 
 def get_study(api: httpx.Client, study_id: int) -> dict[str, Any]:
-    answer = api.get(f"/api/v1/studies/{study_id}")
-    assert answer.status_code == 200, answer.text
-    study: dict[str, Any] = answer.json()
-    return study
+    return fetched(api, f"/api/v1/studies/{study_id}")
 
 
 def wait_for(
@@ -34,14 +58,7 @@ def wait_for(
 ) -> dict[str, Any]:
     """Poll the study until ``predicate(study)`` (default: it ended); returns it."""
     predicate = predicate or (lambda s: s["status"] in FINAL)
-    deadline = time.monotonic() + timeout_s
-    study = get_study(api, study_id)
-    while not predicate(study):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last seen: {study}")
-        time.sleep(0.25)
-        study = get_study(api, study_id)
-    return study
+    return poll(api, f"/api/v1/studies/{study_id}", predicate, timeout_s, what)
 
 
 def all_trials(api: httpx.Client, study_id: int, **params: Any) -> list[dict[str, Any]]:

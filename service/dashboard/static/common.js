@@ -32,6 +32,9 @@ const AT = (() => {
     }
   }
 
+  // Times a GET refused with 429 is sent again after its Retry-After before giving up.
+  const RATE_LIMIT_RETRIES = 5;
+
   async function getJSON(path, params) {
     const url = new URL(path, window.location.origin);
     for (const [k, v] of Object.entries(params || {})) {
@@ -40,11 +43,20 @@ const AT = (() => {
     }
     const headers = { Accept: "application/json" };
     let answer;
-    try {
-      answer = await fetch(url, { headers, cache: "no-store", credentials: "same-origin" });
-    } catch (err) {
-      show("error-message", "The service does not answer; retrying…");
-      throw new ApiError(0, String(err));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        answer = await fetch(url, { headers, cache: "no-store", credentials: "same-origin" });
+      } catch (err) {
+        show("error-message", "The service does not answer; retrying…");
+        throw new ApiError(0, String(err));
+      }
+      // Over the service's rate limits: wait as told (Retry-After, seconds), a few times.
+      const wait = Number(answer.headers.get("Retry-After"));
+      if (answer.status !== 429 || attempt >= RATE_LIMIT_RETRIES || !(wait >= 0) || wait > 60) {
+        break;
+      }
+      show("error-message", `The service is busy; retrying in ${wait} s…`);
+      await new Promise((resolve) => window.setTimeout(resolve, wait * 1000));
     }
     if (answer.status === 401) {
       // The session ended (token revoked or expired): the page itself now signs in.

@@ -1,4 +1,4 @@
-"""Request and response shapes of the REST API (v1), separate from the ORM models.
+"""What a client sends to create or change a study, and every check made on it.
 
 All input validation lives here, so a handler never re-checks: a bad request is answered
 ``422`` with the offending field's path (``search_space.lr.high``, ``fixed.epochs``, ...).
@@ -7,44 +7,29 @@ All input validation lives here, so a handler never re-checks: a bad request is 
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.names import mixed_scripts, normalize
+from service.schemas.common import (
+    SEED_MAX,
+    Direction,
+    OptimizerName,
+    PrunerName,
+    SamplerName,
+    _field_error,
+)
 from workers.optimizer_specs import OPTIMIZERS, check_optimizer_combination
 from workers.params import MAX_EXACT_INT, ParamSpec
 from workers.registry import all_workloads
 
-OptimizerName = Literal["adamp", "sgdp", "adamw", "sgd"]
-SamplerName = Literal["tpe", "random", "cmaes", "gp", "qmc", "grid"]
-PrunerName = Literal["median", "hyperband", "none"]
-Direction = Literal["maximize", "minimize"]
-StudyStatusName = Literal["queued", "running", "completed", "failed", "cancelled"]
-TrialStateName = Literal["complete", "running", "waiting", "pruned", "fail"]
-
 MAX_TRIALS = 100_000
 MAX_CHOICES = 1_000
 MAX_GRID_POINTS_PER_KNOB = MAX_CHOICES
-_COUNT_CAP = 10**15
 """A grid knob (``choices`` or ``low``/``high``/``step``) visits at most this many points:
 Optuna's grid sampler writes each knob's whole list into every trial's row."""
-SEED_MAX = 2**31 - 1
-ID_MAX = 2**31 - 1
-"""The largest id or trial number (a 32-bit column on PostgreSQL); larger ones are a 422."""
-OFFSET_MAX = 2**31 - 1
-
-T = TypeVar("T")
-
-
-def _field_error(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
-    """A validation error pinned to ``loc`` inside the model being validated."""
-    return ValidationError.from_exception_data(
-        "StudyCreate",
-        [InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)],
-    )
+_COUNT_CAP = 10**15
 
 
 class Dimension(BaseModel):
@@ -352,176 +337,3 @@ class StudyUpdate(BaseModel):
         if self.priority is None and self.max_concurrent is None:
             raise ValueError("give `priority` and/or `max_concurrent`")
         return self
-
-
-class ResourcesOut(BaseModel):
-    gpus: float
-    cpus: float
-
-
-class TrialCounts(BaseModel):
-    """Trials per Optuna state, in lower case, and the scheduler's own counts of them
-    (``service.scheduler.ledger``: the same definitions the scheduler runs by)."""
-
-    complete: int = 0
-    running: int = 0
-    waiting: int = 0
-    pruned: int = 0
-    fail: int = 0
-    finished: int = Field(
-        default=0, description="ended for good: complete, pruned, or failed and not re-run"
-    )
-    retried: int = Field(default=0, description="failed or preempted attempts that were re-run")
-
-
-class IntermediateValue(BaseModel):
-    step: int
-    value: float | None
-
-
-class NodeOut(BaseModel):
-    node_id: str | None = None
-    node_ip: str | None = None
-    hostname: str | None = None
-    pid: int | None = None
-
-
-class TrialOut(BaseModel):
-    """One trial: what was tried, what came out, where and how it ran."""
-
-    number: int
-    state: TrialStateName
-    value: float | None
-    params: dict[str, Any]
-    intermediate_values: list[IntermediateValue]
-    datetime_start: datetime | None
-    datetime_complete: datetime | None
-    duration_s: float | None
-    node: NodeOut | None
-    gpu_ids: list[str]
-    cuda_visible_devices: str | None = Field(
-        default=None, description="CUDA_VISIBLE_DEVICES as Ray set it for the trial"
-    )
-    device: str | None
-    attempts: int = Field(description="runs of this configuration so far, this one included")
-    retry_of: int | None = Field(description="the trial number this one re-runs")
-    scale_invariant_fraction: float | None = Field(
-        description="fraction of multi-dimensional weights AdamP/SGDP projected (last step)"
-    )
-    stop_reason: str | None = None
-    error: str | None = None
-
-
-class BestTrial(BaseModel):
-    number: int
-    value: float
-    params: dict[str, Any]
-
-
-class StudyOut(BaseModel):
-    """A study as the API shows it: its request, status, progress and best result."""
-
-    id: int
-    name: str
-    owner: str
-    workload: str
-    metric: str | None
-    optimizer: str
-    direction: str
-    sampler: str
-    pruner: str
-    status: StudyStatusName
-    stop_reason: str | None
-    error: str | None
-    n_trials: int
-    max_concurrent: int
-    timeout_s: float | None
-    priority: int
-    seed: int | None
-    resources: ResourcesOut
-    search_space: dict[str, Any]
-    fixed: dict[str, Any]
-    counts: TrialCounts
-    best_trial: BestTrial | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    elapsed_s: float | None = Field(description="seconds since start, or start to finish")
-    optuna_study_name: str
-
-
-class Page(BaseModel, Generic[T]):
-    """A page of a list: ``items`` and the ``total`` that match the filters."""
-
-    items: list[T]
-    total: int
-
-
-class WorkloadArgOut(BaseModel):
-    kind: str
-    default: Any
-    help: str
-    range: str
-
-
-class WorkloadOut(BaseModel):
-    name: str
-    description: str
-    metric: str
-    direction: str
-    args: dict[str, WorkloadArgOut]
-    default_space: dict[str, dict[str, dict[str, Any]]]
-
-
-class OptimizerOut(BaseModel):
-    name: str
-    description: str
-    knobs: dict[str, WorkloadArgOut]
-
-
-class ImportanceOut(BaseModel):
-    study_id: int
-    importances: dict[str, float]
-    n_complete: int
-    n_used: int = Field(description="complete trials fANOVA was fitted on (the latest ones)")
-    evaluator: str
-    note: str | None = None
-    stale: bool = Field(
-        default=False, description="computed before the latest trials: recomputed soon"
-    )
-    age_s: float = Field(default=0.0, description="seconds since it was computed")
-
-
-class ClusterNodeOut(BaseModel):
-    node_id: str
-    address: str
-    alive: bool
-    is_head: bool
-    cpus_total: float
-    gpus_total: float
-    resources: dict[str, float]
-
-
-class ClusterOut(BaseModel):
-    nodes: list[ClusterNodeOut]
-    cpus_total: float
-    cpus_in_use: float
-    gpus_total: float
-    gpus_in_use: float
-    running_trials: int
-    queue_depth: int = Field(description="studies queued or running with trials still to start")
-    queue_by_owner: dict[str, int]
-
-
-class HealthOut(BaseModel):
-    status: Literal["ok", "degraded"]
-    database: bool
-    ray: bool = Field(description="connected, with at least one live node that has CPUs")
-    scheduler: Literal["leader", "standby", "off", "starting"]
-    version: str
-    problems: list[str] = Field(default_factory=list, description="what is wrong, if anything")
-
-
-class ErrorOut(BaseModel):
-    detail: Any
-    message: str
