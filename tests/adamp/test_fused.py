@@ -93,10 +93,15 @@ def test_fused_matches_per_tensor(cls, options):
             assert_close(opts[0].state[fused[name]][key], opts[1].state[p][key], TOL, key)
 
 
-def test_rows_longer_than_a_segment_and_weights_of_many_rows():
+def test_rows_longer_than_a_segment_and_weights_of_many_rows(monkeypatch):
     """Rows (and one-dimensional parameters) longer than ``SEG`` are cut into segments
     whose sums are added before the test, and weights with more rows than the decision
-    kernel reads at once are read in chunks: the result is the per-tensor one."""
+    kernel reads at once are read in chunks: the result is the per-tensor one.
+
+    The decision kernel reads 16 rows at a time here instead of 512 (``DECIDE_ROWS`` is
+    read at each launch): the same chunked path, with a "tall" weight of 24 rows instead of
+    520, since the interpreter runs one program per row (57 s for 520 rows here)."""
+    monkeypatch.setattr(_fused, "DECIDE_ROWS", 16)
     gen = torch.Generator().manual_seed(3)
     shapes = {
         "wide": (3, _fused.SEG + 904),
@@ -127,14 +132,16 @@ def test_rows_longer_than_a_segment_and_weights_of_many_rows():
 @pytest.mark.parametrize(("cls", "options"), [CASES[0], CASES[3]], ids=["AdamP", "SGDP"])
 def test_half_precision_parameters_get_float32_math_rounded_once(cls, options, dtype):
     """fp16/bf16 parameters: float32 state, and after each step the parameter equals the
-    fused float32 result from the same values, rounded."""
+    fused float32 result from the same values, rounded. Two steps: the first from empty
+    state, the second from float32 state the first left (the mirror is reset to the rounded
+    parameter each step, so more steps would repeat the second)."""
     base = make_params(torch.float32, seed=5)
     low = {n: p.detach().to(dtype).requires_grad_() for n, p in base.items()}
     mirror = {n: p.detach().float().requires_grad_() for n, p in low.items()}
     opt_low = cls(low.values(), fused=True, **options)
     opt_mirror = cls(mirror.values(), fused=True, **options)
     gen = torch.Generator().manual_seed(6)
-    for step in range(4):
+    for step in range(2):
         set_grads(low, [], step, gen)
         with torch.no_grad():
             for name, p in mirror.items():

@@ -90,5 +90,7 @@ class ServiceProcess:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
+        """Cleanup: SIGTERM to the service, which stops its trials and any local Ray of its
+        own; then to whatever of its tree is left, and SIGKILL after a grace."""
         if self.proc is not None and self.proc.poll() is None:
-            kill_tree(self.proc, grace_s=10)
+            kill_tree(self.proc, grace_s=10, root_first_s=10)
