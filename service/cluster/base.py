@@ -42,7 +42,7 @@ class Crashed:
     """The worker process or its node died, or the cluster was lost: the trial is re-run.
 
     ``reason`` is recorded as the trial's stop reason: ``worker died``, or ``orphaned`` when
-    the service lost its connection to the whole cluster.
+    the trial was lost with its node or the service lost its connection to the cluster.
     """
 
     error: str

@@ -335,7 +335,11 @@ class RayCluster:
             if isinstance(cause, ray.exceptions.TaskCancelledError | KeyboardInterrupt):
                 return Ended()
             return Raised(describe(cause) if isinstance(cause, BaseException) else describe(err))
-        except ray.exceptions.RayError as err:  # worker crashed, node died, object lost
+        except (ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError) as err:
+            # Lost with its node (or with the whole cluster, when Ray says so before the
+            # supervisor sees it): the same outcome as a lost cluster.
+            return Crashed(describe(err), "orphaned")
+        except ray.exceptions.RayError as err:  # worker crashed, object lost
             return Crashed(describe(err))
 
     def cancel(self, handle: Any, *, force: bool = False) -> None:
