@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import queue
 import tempfile
 import time
 from datetime import datetime
@@ -106,9 +107,16 @@ def run_ray_tune(n_trials: int, slots: int) -> float:
     out: multiprocessing.Queue[float] = ctx.Queue()
     proc = ctx.Process(target=_ray_tune, args=(n_trials, slots, out))
     proc.start()
-    wall = out.get()
-    proc.join()
-    return wall
+    while True:  # a child that died (Ray Tune not installed, say) must not hang the run
+        with contextlib.suppress(queue.Empty):
+            wall = out.get(timeout=5.0)
+            proc.join()
+            return wall
+        if not proc.is_alive():
+            raise RuntimeError(
+                f"Ray Tune's run ended without a result (exit code {proc.exitcode}); "
+                "is the bench extra installed? pip install -e '.[bench]'"
+            )
 
 
 def _row(system: str, db: str, trials: int, wall: float, floor: float) -> str:
