@@ -146,6 +146,12 @@ class Outcomes:
                 else:
                     retry = reason if reason in RERUN_REASONS else None
                     self._close(rt, active, TrialState.FAIL, attrs, retry_reason=retry)
+            case Raised(error=error) if rt.stop_reason is not None:
+                # Asked to stop, it raised on the way out (Ray's cancel can interrupt the
+                # worker mid-setup: "TypeError: 'Handlers' object is not callable"): the
+                # stop ended it, so a preempted trial is re-run, not failed for good.
+                log.info("trial %d raised while stopping: %s", rt.trial.number, error)
+                self._on_outcome(rt, Ended())
             case Raised(error=error) if error.startswith(CheckpointStoreError.__name__):
                 # The store, not the configuration, failed: run it again like a crash.
                 attrs = {ATTR_ERROR: error, ATTR_STOP_REASON: "checkpoint store"}
