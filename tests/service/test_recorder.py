@@ -10,21 +10,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from db.engine import create_db_engine
-from db.migrate import upgrade
-from service.optuna_glue import storage_for
 from service.scheduler.recorder import Recorder
+from tests.support.optuna_files import optuna_storage_at
 
 
 @pytest.fixture
 def storage(tmp_path: Path) -> Iterator[optuna.storages.BaseStorage]:
-    url = f"sqlite:///{tmp_path / 'recorder.db'}"
-    engine = create_db_engine(url)
-    upgrade(engine)
-    rdb = storage_for(url)
-    yield optuna.storages.get_storage(rdb)
-    rdb.engine.dispose()
-    engine.dispose()
+    with optuna_storage_at(tmp_path / "recorder.db") as storage:
+        yield storage
 
 
 def test_writes_land_in_order_and_a_refused_one_alone_is_skipped(storage) -> None:

@@ -12,11 +12,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from sqlalchemy import event
 
-from db.engine import create_db_engine
-from db.migrate import upgrade
-from service.optuna_glue import storage_for
 from service.scheduler.recorder import Recorder
 from service.scheduler.unit_of_work import unit_of_work
+from tests.support.optuna_files import optuna_storage_at
 
 KNOBS = {
     "lr": FloatDistribution(1e-4, 1e-1, log=True),
@@ -27,13 +25,8 @@ KNOBS = {
 
 @pytest.fixture
 def storage(tmp_path: Path) -> Iterator[optuna.storages.BaseStorage]:
-    url = f"sqlite:///{tmp_path / 'unit.db'}"
-    engine = create_db_engine(url)
-    upgrade(engine)
-    rdb = storage_for(url)
-    yield optuna.storages.get_storage(rdb)
-    rdb.engine.dispose()
-    engine.dispose()
+    with optuna_storage_at(tmp_path / "unit.db") as storage:
+        yield storage
 
 
 @pytest.fixture
