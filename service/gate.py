@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -34,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import Principal, authenticate
 from service.errors import Unauthenticated
+from service.middleware import send_error
 
 SESSION_COOKIE = "adamp_tune_session"
 CSRF_COOKIE = "adamp_tune_csrf"
@@ -169,12 +169,9 @@ def _cross_site(headers: dict[str, str]) -> bool:
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"detail": message, "message": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(
+        send, status, message, [(b"www-authenticate", b"Bearer")] if status == 401 else None
+    )
 
 
 async def _sign_in_please(send: Send, method: str, headers: dict[str, str], problem: str) -> None:

@@ -32,6 +32,19 @@ SECURITY_HEADERS = (
 )
 
 
+async def send_error(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """An error answer in the API's shape (``detail`` and ``message``) from plain ASGI code,
+    for the doors that answer before any route does (gate, rate limits, body limit)."""
+    body = json.dumps({"detail": message, "message": message}).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": start + (headers or [])}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class SecurityHeaders:
     """Adds ``SECURITY_HEADERS`` to every answer (errors and mounted apps included)."""
 
@@ -132,19 +145,7 @@ class BodyLimit:
             if status == 413
             else why
         )
-        body = json.dumps({"detail": message, "message": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(body)),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, status, message, [(b"connection", b"close")])
 
 
 class LatencyMiddleware:

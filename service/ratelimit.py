@@ -29,7 +29,6 @@ Everything runs on the event loop's thread without awaiting, so no lock is neede
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -43,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import metrics
 from service.auth import Principal
 from service.gate import ANONYMOUS_KEY, PRINCIPAL_KEY
+from service.middleware import send_error
 from service.settings import Settings
 
 MAX_BUCKETS = 10_000
@@ -218,19 +218,7 @@ class RateLimit:
             return
         metrics.RATE_LIMITED.labels(refusal.limit).inc()
         message = f"{refusal.message}; retry in {refusal.retry_after_s} s"
-        body = json.dumps({"detail": message, "message": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(body)),
-                    (b"retry-after", b"%d" % refusal.retry_after_s),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 429, message, [(b"retry-after", b"%d" % refusal.retry_after_s)])
 
 
 def _enabled(settings: Settings) -> bool:
