@@ -25,7 +25,7 @@ from service.api import (
 )
 from service.api import cluster as cluster_api
 from service.checkpoints.retention import Janitor
-from service.cluster import Cluster
+from service.cluster import Cluster, ray_cluster_class
 from service.comparisons.driver import ComparisonDriver
 from service.gate import AuthGate
 from service.middleware import BodyLimit, LatencyMiddleware, SecurityHeaders
@@ -117,9 +117,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     """
     settings = settings or Settings()
     if cluster is None:
-        from service.cluster.ray import RayCluster  # noqa: PLC0415 - only Ray's users import Ray
-
-        cluster = RayCluster(settings)
+        cluster = ray_cluster_class()(settings)
     trials_on = cluster  # named apart: the closure below must not see ``None``
 
     @asynccontextmanager

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import starlette.exceptions
-from optuna_dashboard import wsgi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 with warnings.catch_warnings():
@@ -146,6 +145,10 @@ class OptunaDashboard:
     def _build(self, scope: Scope) -> ASGIApp:
         with self._lock:
             if self._app is None:
+                # Imported here: optuna-dashboard pulls in scikit-learn (its fANOVA), about
+                # a second of every service start that a page never opened would pay.
+                from optuna_dashboard import wsgi  # noqa: PLC0415
+
                 storage = scope["app"].state.adamp.storage
                 self._app = WSGIMiddleware(under_prefix(wsgi(storage), self.prefix))
             return self._app

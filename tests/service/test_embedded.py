@@ -1,11 +1,14 @@
 """The embedded default, as ``make run`` starts it: no database URL, no Ray address, no setup.
 
 SQLite under the data directory and a local Ray started in-process; SIGTERM stops it cleanly
-with nothing left running, and a restart finds everything where it was.
+with nothing left running, a restart finds everything where it was, and a local Ray that
+dies is started again with its lost trials re-run.
 
-The tests share one embedded service on one data directory: each stops it its own way and
-starts it again, and the restarted service is where the next test begins. Each start of
-the embedded service starts a local Ray (10-20 s here), so sharing saves one.
+The tests share one embedded service on one data directory: each stops it (or its Ray) its
+own way and starts it again, and the restarted service is where the next test begins. Each
+start of the embedded service starts a local Ray (7-20 s here), so sharing saves them.
+The test that kills the local Ray comes last: the errors it provokes stay out of the log
+that the earlier tests check for tracebacks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.processes import wait_until
+from tests.support.ray_loss import (
+    N_TRIALS,
+    SLOW,
+    assert_all_ran_once,
+    assert_stops_cleanly,
+    healthy,
+    ray_problem,
+    started_running,
+)
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import all_trials, submit, synthetic, wait_for
 
@@ -99,7 +112,7 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(
     restart finishes the study with exactly ``n_trials``."""
     service, _ = embedded
     with httpx.Client(base_url=service.url, timeout=30) as api:
-        body = synthetic("group", n_trials=4, max_concurrent=2, fixed={"steps": 25, "sleep_s": 0.2})
+        body = synthetic("group", n_trials=4, max_concurrent=2, fixed={"steps": 15, "sleep_s": 0.2})
         study = submit(api, **body)
         wait_for(api, study["id"], lambda s: s["counts"]["running"] == 2, 90, "2 running")
     assert service.proc is not None
@@ -128,3 +141,35 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(
     reruns = [t["retry_of"] for t in trials if t["retry_of"] is not None]
     assert sorted(reruns) == sorted(t["number"] for t in interrupted), "each re-run once"
     assert not [t for t in trials if t["state"] in ("running", "waiting")]
+
+
+def _local_ray(service: ServiceProcess, name: str) -> psutil.Process:
+    assert service.proc is not None
+    for proc in psutil.Process(service.proc.pid).children(recursive=True):
+        if proc.name() == name:
+            return proc
+    raise AssertionError(f"no {name} under the service")
+
+
+def test_the_embedded_default_restarts_its_local_ray(
+    embedded: tuple[ServiceProcess, Path],
+) -> None:
+    """The raylet of the service's own local Ray is killed mid-study: ``/healthz`` names Ray
+    meanwhile, the service starts a new local Ray, and the trials lost with the old one are
+    re-run, so the study ends with exactly ``n_trials`` complete; SIGTERM then still stops
+    it gracefully."""
+    service, data_parent = embedded
+    storage = f"sqlite:///{data_parent / 'data' / 'adamp-tune.db'}"
+    with httpx.Client(base_url=service.url, timeout=30) as api:
+        body = synthetic("ray-lost", n_trials=N_TRIALS, max_concurrent=2, fixed=SLOW)
+        study = submit(api, **body)
+        started_running(api, study["id"])
+        raylet = _local_ray(service, "raylet")
+        os.kill(raylet.pid, signal.SIGKILL)
+        wait_until(lambda: ray_problem(api), 30, 0.5, "/healthz to name Ray")
+        wait_until(lambda: healthy(api), 120, 0.5, "a new local Ray")
+        assert _local_ray(service, "raylet").pid != raylet.pid
+        assert_all_ran_once(api, study["id"], storage, "ray-lost")
+    assert service.proc is not None
+    assert service.proc.poll() is None, "the service stayed up"
+    assert_stops_cleanly(service)

@@ -5,9 +5,9 @@ Bounded: a fixed seed (``ADAMP_TUNE_FUZZ_SEED`` to try another), a few examples 
 operation and a time budget for the whole run (``ADAMP_TUNE_FUZZ_S``, default 40 s: the
 schema's own examples and its boundary values take about 13 s on a quiet 2-core machine,
 and every one of the 21 operations is then fuzzed in the rest; set it higher for a longer
-hunt). The service runs its scheduler only while
-the stored study is made; the fuzzing meets it with the scheduler off, so the studies the
-fuzzer submits stay queued instead of filling the test cluster.
+hunt). The stored study is made beforehand on the app in this process (a thread cluster);
+the fuzzing meets ``adamp-tune serve`` with its scheduler off, so the studies the fuzzer
+submits stay queued instead of filling the test cluster.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.in_process import InProcessService
 from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import all_trials, submit, synthetic, wait_for
@@ -41,9 +42,21 @@ EXCLUDED_CHECKS = "positive_data_acceptance"
 def target(
     tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster, artifacts_dir: Path
 ) -> Iterator[dict[str, Any]]:
-    """A service with auth required, one finished study in it, then its scheduler off."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
+    """``adamp-tune serve`` with auth required and its scheduler off, on a database holding
+    one finished study (run beforehand on the app in this process, on a thread cluster)."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    url = f"sqlite:///{folder / 'fuzz.db'}"
     tokens = make_tokens(url, {"alice": [], "root": ["--admin"]})
+    maker = InProcessService.start(url, folder / "data", auth="required")
+    try:
+        headers = {"Authorization": f"Bearer {tokens['alice']}"}
+        with httpx.Client(base_url=maker.url, headers=headers, timeout=30) as alice:
+            study = submit(alice, **synthetic("fuzz-kept", n_trials=3, fixed={"steps": 3}))
+            study = wait_for(alice, study["id"], timeout_s=120)
+            assert study["status"] == "completed"
+            kept = all_trials(alice, study["id"])
+    finally:
+        maker.stop()
     base = dict(ray_cluster.env, RAY_ADDRESS=ray_cluster.address)
     # The fuzzer is a client without think time by design; its job is finding 5xx, not
     # meeting the rate limits (tests/service/test_rate_limits.py), so they are off here.
@@ -54,17 +67,9 @@ def target(
         auth="required",
         rate_limit_per_s="0",
         heavy_reads_per_s="0",
+        scheduler="false",
     )
     try:
-        headers = {"Authorization": f"Bearer {tokens['alice']}"}
-        with httpx.Client(base_url=service.url, headers=headers, timeout=30) as alice:
-            study = submit(alice, **synthetic("fuzz-kept", n_trials=3, fixed={"steps": 3}))
-            study = wait_for(alice, study["id"], timeout_s=120)
-            assert study["status"] == "completed"
-            kept = all_trials(alice, study["id"])
-        service.stop()
-        service.env["ADAMP_TUNE_SCHEDULER"] = "false"
-        service.launch()
         yield {"service": service, "tokens": tokens, "study": study, "trials": kept}
     finally:
         service.stop()

@@ -117,7 +117,7 @@ def test_a_higher_priority_study_preempts_gpu_trials_which_resume(
 ) -> None:
     """The two declared GPUs are held by a low-priority study's one-GPU trials; a
     higher-priority study submitted afterwards has its trial running within seconds, when
-    a low trial stops at its next report (reports every 0.5 s; a low trial lasts 10 s);
+    a low trial stops at its next report (reports every 0.3 s; a low trial lasts 6 s);
     every low-priority configuration still completes, the preempted one re-run with the
     same parameters, one clean curve, and the study's events say so."""
     env = dict(ray_cluster.env, RAY_ADDRESS=ray_cluster.address)
@@ -136,7 +136,7 @@ def test_a_higher_priority_study_preempts_gpu_trials_which_resume(
                     n_trials=2,
                     priority=-5,
                     resources=gpu,
-                    fixed={"steps": 20, "sleep_s": 0.5},
+                    fixed={"steps": 20, "sleep_s": 0.3},
                 ),
             )
             wait_for(api, low["id"], lambda s: s["counts"]["running"] == 2, 60, "2 GPU trials")

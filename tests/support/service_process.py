@@ -60,7 +60,7 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_until(self.ready, 120, 0.5, f"service on {self.url} (log: {self.log_path})")
+        wait_until(self.ready, 120, 0.1, f"service on {self.url} (log: {self.log_path})")
 
     def ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
