@@ -45,9 +45,9 @@ def ray_cluster(
     tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path
 ) -> Iterator[RayCluster]:
     """A head node (2 CPUs, no GPU) and a worker node declaring 2 CPUs and 2 GPUs."""
-    cluster = RayCluster.start(artifacts_dir, head_cpus=2)
+    gpu_worker = {"cpus": 2, "gpus": 2, "resources": {"gpu_node": 1}}
+    cluster = RayCluster.start(artifacts_dir, head_cpus=2, workers={"gpu-worker": gpu_worker})
     try:
-        cluster.add_node("gpu-worker", cpus=2, gpus=2, resources={"gpu_node": 1})
         yield cluster
     finally:
         cluster.stop()
@@ -146,8 +146,8 @@ def secured(
         service.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """A headless Chromium, one per module that asks for it."""
+    """A headless Chromium for the session; each test opens a context of its own."""
     with chromium() as launched:
         yield launched
