@@ -103,7 +103,7 @@ class RayCluster:
     def close(self) -> None:
         self._stop.set()
         self._connected = False
-        self._leave()
+        self._leave(for_good=True)
 
     def connection(self) -> Connection:
         if not self._connected:
@@ -172,7 +172,7 @@ class RayCluster:
         self._nodes, self._free = [], {}
         self._leave(timeout_s=20)
 
-    def _leave(self, timeout_s: float = 5.0) -> None:
+    def _leave(self, timeout_s: float = 5.0, *, for_good: bool = False) -> None:
         """Leave Ray, waiting a little for a Ray call of the scheduler to return first.
 
         With the GCS gone leaving takes a few seconds; it must be done within Ray's own
@@ -180,7 +180,7 @@ class RayCluster:
         """
         acquired = self._lock.acquire(timeout=10)
         try:
-            disconnect_ray(started_here=self._started_here, timeout_s=timeout_s)
+            disconnect_ray(started_here=self._started_here, timeout_s=timeout_s, for_good=for_good)
         finally:
             if acquired:
                 self._lock.release()

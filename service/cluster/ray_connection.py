@@ -68,19 +68,26 @@ def connect_ray(settings: Settings) -> bool:
     return False
 
 
-def disconnect_ray(started_here: bool, timeout_s: float = 5.0) -> None:
+def disconnect_ray(started_here: bool, timeout_s: float = 5.0, *, for_good: bool = False) -> None:
     """Leave Ray; if this process started it, make sure none of its processes outlive us.
 
     ``ray.shutdown`` can wait a long time for a GCS that a signal to the whole process
-    group already ended, so it gets ``timeout_s``; then any process of the local Ray still
-    alive is terminated, and killed if it does not go.
+    group already ended, so it gets ``timeout_s`` (half a second when this process is
+    stopping, ``for_good``, and its local Ray's GCS or raylet has already ended); then any
+    process of the local Ray still alive is terminated, and killed if it does not go. A
+    reconnect leaves with the whole ``timeout_s``: a new ``ray.init`` must not start while
+    the old ``ray.shutdown`` is still running.
     """
     children = psutil.Process().children(recursive=True) if started_here else []
+    if for_good and started_here and _core_gone(children):
+        # Signalled with us (``kill -- -PGID``, systemd's control group): ``ray.shutdown``
+        # would only wait its whole time on a GCS that is no longer there.
+        timeout_s = min(timeout_s, 0.5)
     stopper = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
     stopper.start()
     stopper.join(timeout_s)
     if stopper.is_alive():
-        log.warning("Ray did not shut down within %.0f s; stopping its processes", timeout_s)
+        log.warning("Ray did not shut down within %.1f s; stopping its processes", timeout_s)
     alive = [p for p in children if p.is_running()]
     for proc in alive:
         with contextlib.suppress(psutil.Error):
@@ -89,6 +96,17 @@ def disconnect_ray(started_here: bool, timeout_s: float = 5.0) -> None:
     for proc in still:
         with contextlib.suppress(psutil.Error):
             proc.kill()
+
+
+def _core_gone(children: list[psutil.Process]) -> bool:
+    """Whether the GCS or the raylet of the local Ray this process started has ended."""
+    core = [p for p in children if process_name(p) in ("gcs_server", "raylet")]
+    try:
+        return not core or any(
+            not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in core
+        )
+    except psutil.Error:
+        return True
 
 
 def host_port(address: str) -> tuple[str, int] | None:
