@@ -72,17 +72,18 @@ def disconnect_ray(started_here: bool, timeout_s: float = 5.0, *, for_good: bool
     """Leave Ray; if this process started it, make sure none of its processes outlive us.
 
     ``ray.shutdown`` can wait a long time for a GCS that a signal to the whole process
-    group already ended, so it gets ``timeout_s`` (half a second when this process is
-    stopping, ``for_good``, and its local Ray's GCS or raylet has already ended); then any
-    process of the local Ray still alive is terminated, and killed if it does not go. A
-    reconnect leaves with the whole ``timeout_s``: a new ``ray.init`` must not start while
-    the old ``ray.shutdown`` is still running.
+    group already ended, so it gets ``timeout_s`` (when this process is stopping,
+    ``for_good``, at most 2 s for a local Ray, half a second if its GCS or raylet has
+    already ended); then any process of the local Ray still alive is terminated, and killed
+    if it does not go. A reconnect leaves with the whole ``timeout_s``: a new ``ray.init``
+    must not start while the old ``ray.shutdown`` is still running.
     """
     children = psutil.Process().children(recursive=True) if started_here else []
-    if for_good and started_here and _core_gone(children):
-        # Signalled with us (``kill -- -PGID``, systemd's control group): ``ray.shutdown``
-        # would only wait its whole time on a GCS that is no longer there.
-        timeout_s = min(timeout_s, 0.5)
+    if for_good and started_here:
+        # A healthy local Ray shuts down in well under a second. One signalled with us
+        # (``kill -- -PGID``, systemd's control group) keeps ``ray.shutdown`` waiting its
+        # whole time on a GCS that is going or gone; its processes are stopped below anyway.
+        timeout_s = min(timeout_s, 0.5 if _core_gone(children) else 2.0)
     stopper = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
     stopper.start()
     stopper.join(timeout_s)
