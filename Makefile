@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 # their own CUDA torch into the venv before `make install` and it is kept.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# Two lanes side by side (tests/support/lanes.py): the tests on the session's Ray cluster and
+# PostgreSQL in one process, the rest in the other. PYTEST_WORKERS=0 runs them one by one.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install run test lint typecheck unit bench bench-compare clean
 
@@ -32,7 +35,7 @@ typecheck: install
 
 test: install lint typecheck
 	scripts/ensure-test-services
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m benchmarks.optim_step

@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         try:
             yield
         finally:
+            trials_on.stopping()  # no new trial, no reconnect, from here on
             if driver is not None:
                 driver.stop()
             if state.scheduler is not None:

@@ -2,6 +2,10 @@
 
 Starting Ray and a service costs seconds, so every test that needs them shares these; tests
 keep out of each other's way by giving their studies unique names.
+
+``make test`` runs two lanes side by side (``pytest -n 2``, tests/support/lanes.py): every
+module on the session's Ray cluster or PostgreSQL in one process, so they still start once,
+and the rest beside it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import pytest
 
 from tests.support.browser import chromium
 from tests.support.in_process import InProcessService
-from tests.support.postgres import fresh_database
+from tests.support.postgres import POSTGRES, fresh_database
 from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
 from tests.support.tokens import make_tokens
+
+pytest_plugins = ["pytester", "tests.support.lanes"]
 
 _names = itertools.count()
 
@@ -81,11 +87,9 @@ def postgres_service(
     yield from _service(postgres_url, ray_cluster, artifacts_dir, "postgres")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", POSTGRES])
 def service(request: pytest.FixtureRequest) -> ServiceProcess:
     """Each test using it runs once against SQLite and once against PostgreSQL."""
-    if request.param == "postgres":
-        request.applymarker(pytest.mark.postgres)
     svc: ServiceProcess = request.getfixturevalue(f"{request.param}_service")
     return svc
 

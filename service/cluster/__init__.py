@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from service.cluster.base import (
     Capacity,
     Cluster,
+    ClusterUnavailable,
     Connection,
     Crashed,
     Ended,
@@ -54,6 +55,7 @@ def ray_cluster_class() -> type[RayCluster]:
 __all__ = [
     "Capacity",
     "Cluster",
+    "ClusterUnavailable",
     "Connection",
     "Crashed",
     "Ended",

@@ -52,6 +52,11 @@ class Crashed:
 Outcome = Event | Ended | Raised | Crashed
 
 
+class ClusterUnavailable(RuntimeError):
+    """The cluster takes no trial now: it was lost and is being reconnected, or the service
+    is stopping. Expected, and said in one line: the trial is failed and run again later."""
+
+
 @dataclass(frozen=True)
 class NodeCapacity:
     """One node of the cluster and its total resources."""
@@ -95,6 +100,11 @@ class Cluster(Protocol):
 
     def start(self) -> None:
         """Connect (or start a local cluster); called once when the service starts."""
+
+    def stopping(self) -> None:
+        """The service has begun to stop: take no new trial and do not reconnect a lost
+        cluster (the running trials are still stopped, polled and cancelled until
+        ``close``)."""
 
     def close(self) -> None:
         """Disconnect; anything this process started is stopped."""

@@ -25,6 +25,7 @@ import ray
 
 from service.cluster.base import (
     Capacity,
+    ClusterUnavailable,
     Connection,
     Crashed,
     Ended,
@@ -68,7 +69,11 @@ class RayCluster:
     stops what is left of its local Ray), every trial submitted before ends as ``Crashed``
     (the scheduler fails it as orphaned and runs it again), and the supervisor connects again
     (the embedded default starts a new local Ray), retrying with a growing delay up to
-    ``RETRY_MAX_S``. Meanwhile ``connection()`` says why, so ``/healthz`` answers 503.
+    ``RETRY_MAX_S``. Meanwhile ``connection()`` says why, so ``/healthz`` answers 503, and
+    ``submit`` refuses at once (``ClusterUnavailable``) instead of waiting for the leave.
+    Once the service is ``stopping()`` a lost Ray is left for good and not joined again: a
+    signal to the whole process group (systemd, ``kill -- -PGID``) ends a local Ray at the
+    same time as the service, which then restarted it only to stop it.
     A reader thread refreshes the view of the nodes every ``NODES_EVERY_S``.
     """
 
@@ -84,6 +89,7 @@ class RayCluster:
         self._free: dict[str, float] = {}
         self._nodes_read = threading.Event()
         self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._lock = threading.RLock()  # Ray calls of the scheduler vs. leaving/joining Ray
         self._session = 0
         self._connected = False
@@ -99,6 +105,9 @@ class RayCluster:
         self._connect()
         for name, target in (("ray-supervisor", self._supervise), ("ray-nodes", self._watch)):
             threading.Thread(target=target, name=name, daemon=True).start()
+
+    def stopping(self) -> None:
+        self._stopping.set()
 
     def close(self) -> None:
         self._stop.set()
@@ -148,6 +157,8 @@ class RayCluster:
                 self._release_ended()
             if failures >= self.LOST_AFTER:
                 self._lose()
+                if self._stopping.is_set():
+                    return  # the service is stopping: nothing to run on a new Ray
                 self._reconnect()
                 failures = 0
 
@@ -164,13 +175,14 @@ class RayCluster:
 
     def _lose(self) -> None:
         what = "the local Ray stopped" if self._started_here else f"lost Ray at {self._where()}"
-        log.error("%s: its running trials are re-run once Ray is back", what)
+        when = "at the next start" if self._stopping.is_set() else "once Ray is back"
+        log.error("%s: its running trials are re-run %s", what, when)
         self._connected, self._problem = False, f"ray: {what}; reconnecting"
         self._session += 1  # every trial submitted before is lost with it
         self._orphans += self._ended
         self._ended = []
         self._nodes, self._free = [], {}
-        self._leave(timeout_s=20)
+        self._leave(timeout_s=20, for_good=self._stopping.is_set())
 
     def _leave(self, timeout_s: float = 5.0, *, for_good: bool = False) -> None:
         """Leave Ray, waiting a little for a Ray call of the scheduler to return first.
@@ -187,7 +199,7 @@ class RayCluster:
 
     def _reconnect(self) -> None:
         delay, attempt = 1.0, 0
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._stopping.is_set():
             attempt += 1
             try:
                 if self._settings.embedded_ray or self._ready():
@@ -272,11 +284,18 @@ class RayCluster:
     # ------------------------------------------------------------ trials
 
     def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
+        # Checked before the lock too: leaving a lost Ray holds it for many seconds.
+        self._check_accepting()
         with self._lock:
-            if not self._connected:  # Ray would start a local Ray of its own otherwise
-                raise RuntimeError(self._problem or "ray: not connected")
+            self._check_accepting()  # Ray would start a local Ray of its own otherwise
             stream = submit_trial(request, num_cpus=cpus, num_gpus=gpus)
             return _RayTrial(stream, self._session)
+
+    def _check_accepting(self) -> None:
+        if self._stopping.is_set():
+            raise ClusterUnavailable("the service is stopping")
+        if not self._connected:
+            raise ClusterUnavailable(self._problem or "ray: not connected")
 
     def poll(self, handles: list[Any], timeout: float) -> list[tuple[Any, Outcome]]:
         lost = Crashed(f"RayLost: {self._problem or 'the Ray cluster was lost'}", "orphaned")

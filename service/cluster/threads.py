@@ -18,6 +18,7 @@ from typing import Any
 
 from service.cluster.base import (
     Capacity,
+    ClusterUnavailable,
     Connection,
     Ended,
     Event,
@@ -45,9 +46,14 @@ class ThreadCluster:
         self._ids = itertools.count()
         self._running: set[_ThreadTrial] = set()
         self._lock = threading.Lock()
+        self._stopping = False
 
     def start(self) -> None:
         """Nothing to connect to."""
+
+    def stopping(self) -> None:
+        """Take no new trial."""
+        self._stopping = True
 
     def close(self) -> None:
         """Stop every trial still running (each at its next event)."""
@@ -56,6 +62,8 @@ class ThreadCluster:
                 trial.stop.set()
 
     def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
+        if self._stopping:
+            raise ClusterUnavailable("the service is stopping")
         # The runner (and so torch) is imported only once a trial actually runs here.
         from workers.runner import run_trial  # noqa: PLC0415
 

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from db.models import StudyStatus
 from service.checkpoints import lineage as lineages
+from service.cluster import ClusterUnavailable
 from service.scheduler.attrs import ATTR_ATTEMPT, ATTR_ERROR, ATTR_PREEMPTIONS, ATTR_RETRY_OF
 from service.scheduler.ending import StudyEnds
 from service.scheduler.policy import Demand, Holder, Snapshot, decide
@@ -112,8 +113,11 @@ class Dispatch(StudyEnds):
         )
 
     def _dispatch(self) -> None:
-        """Start what the policy says, and ask the trials it names to make room."""
-        if self._stop.is_set():
+        """Start what the policy says, and ask the trials it names to make room.
+
+        Nothing starts while the cluster is lost (reconnecting): it would refuse each trial,
+        and the scheduler's view of its capacity lags by up to two seconds."""
+        if self._stop.is_set() or not self._executor.connection().connected:
             return
         decision = decide(self.snapshot())
         self._served, self._serves = decision.served, decision.serves
@@ -156,7 +160,10 @@ class Dispatch(StudyEnds):
         try:
             handle = self._executor.submit(request, cpus=res.cpus, gpus=res.gpus)
         except Exception as err:
-            log.exception("could not submit trial %d of %s", trial.number, active.name)
+            if isinstance(err, ClusterUnavailable):  # expected: said in one line
+                log.warning("trial %d of %s not submitted: %s", trial.number, active.name, err)
+            else:
+                log.exception("could not submit trial %d of %s", trial.number, active.name)
             rt = RunningTrial(active.id, trial, None, request, attempt, 0.0, 0.0, preemptions)
             self._close(
                 rt,

@@ -17,12 +17,13 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def tight(tmp_path: Path) -> Iterator[InProcessService]:
-    """A service whose callers may make 2 requests at once and 1 a second after that."""
+    """A service whose callers may make 2 requests at once and 1 every 4 s after that: slow
+    enough that a busy machine cannot refill the bucket between the page's first requests."""
     service = InProcessService.start(
         f"sqlite:///{tmp_path / 'tight.db'}",
         tmp_path / "data",
         auth="off",
-        rate_limit_per_s=1,
+        rate_limit_per_s=0.25,
         rate_limit_burst=2,
     )
     try:

@@ -92,6 +92,7 @@ def test_a_killed_worker_is_rerun(
     assert detail["retry_of"] == victim["number"]
 
 
+@pytest.mark.postgres
 def test_a_killed_service_resumes_after_restart(
     ray_cluster: RayCluster, pg_url: str, artifacts_dir: Path, unique_name: str
 ) -> None:
@@ -192,6 +193,7 @@ def _restart_postgres(url: str) -> str:
     return "connections dropped"
 
 
+@pytest.mark.postgres
 def test_the_service_rides_out_a_postgres_restart(
     ray_cluster: RayCluster, pg_url: str, artifacts_dir: Path, unique_name: str
 ) -> None:
@@ -210,6 +212,7 @@ def test_the_service_rides_out_a_postgres_restart(
         service.stop()
 
 
+@pytest.mark.postgres
 def test_two_api_processes_run_one_scheduler_and_the_other_takes_over(
     ray_cluster: RayCluster, pg_url: str, artifacts_dir: Path, unique_name: str
 ) -> None:
@@ -235,6 +238,7 @@ def test_two_api_processes_run_one_scheduler_and_the_other_takes_over(
         second.stop()
 
 
+@pytest.mark.postgres
 def test_sigterm_stops_cleanly_and_the_study_resumes(
     ray_cluster: RayCluster, pg_url: str, artifacts_dir: Path, unique_name: str
 ) -> None:

@@ -6,8 +6,9 @@ operation and a time budget for the whole run (``ADAMP_TUNE_FUZZ_S``, default 40
 schema's own examples and its boundary values take about 13 s on a quiet 2-core machine,
 and every one of the 21 operations is then fuzzed in the rest; set it higher for a longer
 hunt). The stored study is made beforehand on the app in this process (a thread cluster);
-the fuzzing meets ``adamp-tune serve`` with its scheduler off, so the studies the fuzzer
-submits stay queued instead of filling the test cluster.
+the fuzzing meets ``adamp-tune serve`` in the embedded default (its own 1-CPU local Ray)
+with its scheduler off, so the studies the fuzzer submits stay queued. It needs nothing of
+the session's Ray cluster, so it runs beside the tests that do (tests/support/lanes.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import httpx
 import pytest
 
 from tests.support.in_process import InProcessService
-from tests.support.ray_cluster import RayCluster
 from tests.support.service_process import ServiceProcess
 from tests.support.studies import all_trials, submit, synthetic, wait_for
 from tests.support.tokens import make_tokens
@@ -40,7 +40,7 @@ EXCLUDED_CHECKS = "positive_data_acceptance"
 
 @pytest.fixture(scope="module")
 def target(
-    tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster, artifacts_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path
 ) -> Iterator[dict[str, Any]]:
     """``adamp-tune serve`` with auth required and its scheduler off, on a database holding
     one finished study (run beforehand on the app in this process, on a thread cluster)."""
@@ -57,7 +57,7 @@ def target(
             kept = all_trials(alice, study["id"])
     finally:
         maker.stop()
-    base = dict(ray_cluster.env, RAY_ADDRESS=ray_cluster.address)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ADAMP_TUNE_"))}
     # The fuzzer is a client without think time by design; its job is finding 5xx, not
     # meeting the rate limits (tests/service/test_rate_limits.py), so they are off here.
     service = ServiceProcess.start(
@@ -68,6 +68,7 @@ def target(
         rate_limit_per_s="0",
         heavy_reads_per_s="0",
         scheduler="false",
+        ray_num_cpus="1",
     )
     try:
         yield {"service": service, "tokens": tokens, "study": study, "trials": kept}

@@ -6,16 +6,28 @@ exactly ``n_trials`` complete. The test has a Ray of its own, since killing the 
 cluster would break the tests sharing it. The embedded default's local Ray, killed and
 started again by the service, is tested with the other embedded tests
 (``test_embedded.py``), on their service.
+
+And a service that is stopping does not join Ray again: a signal to its whole process group
+ends its local Ray with it, and the service used to start a new one only to stop it, with a
+traceback per trial it could not submit meanwhile. Tested on ``RayCluster`` itself, with
+Ray's joining and leaving replaced, since in a real stop the timing decides whether the
+loss is seen at all.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from service.cluster import ClusterUnavailable, ray_cluster_class
+from service.settings import Settings
 from tests.support.processes import wait_until
 from tests.support.ray_cluster import RayCluster
 from tests.support.ray_loss import (
@@ -65,3 +77,63 @@ def test_the_service_rejoins_a_restarted_ray_head(
         assert_stops_cleanly(service)
     finally:
         service.stop()
+
+
+class _Ended:
+    """A local Ray process (GCS or raylet) that has ended."""
+
+    def is_running(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def unjoined(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Any, list, list]:
+    """An embedded ``RayCluster`` that believes it started a local Ray, with Ray's joining
+    and leaving recorded instead of done."""
+    cls = ray_cluster_class()
+    module = sys.modules[cls.__module__]
+    joins: list[Any] = []
+    leaves: list[dict[str, Any]] = []
+    monkeypatch.setattr(module, "connect_ray", lambda settings: joins.append(settings) or True)
+    monkeypatch.setattr(module, "disconnect_ray", lambda **kwargs: leaves.append(kwargs))
+    cluster = cls(Settings(data_dir=tmp_path, ray_address=None))
+    cluster.CHECK_EVERY_S = 0.01
+    return cluster, joins, leaves
+
+
+def test_a_local_ray_lost_while_stopping_is_left_for_good(unjoined) -> None:
+    cluster, joins, leaves = unjoined
+    cluster._connected, cluster._started_here, cluster._local = True, True, [_Ended()]
+    cluster.stopping()
+    supervisor = threading.Thread(target=cluster._supervise, daemon=True)
+    supervisor.start()
+    supervisor.join(timeout=10)
+    assert not supervisor.is_alive(), "the supervisor ended instead of starting Ray again"
+    assert joins == [], "no new local Ray"
+    assert leaves == [{"started_here": True, "timeout_s": 20, "for_good": True}]
+    assert not cluster.connection().connected
+    with pytest.raises(ClusterUnavailable, match="stopping"):
+        cluster.submit(None, cpus=1, gpus=0)  # refused before the request is read
+
+
+def test_a_lost_ray_refuses_trials_at_once_while_it_is_being_left(unjoined) -> None:
+    """Leaving a lost Ray holds the cluster's lock for seconds; the scheduler's loop must
+    not wait behind it (a stopping service then could not see that it was stopping)."""
+    cluster, _, _ = unjoined
+    cluster._problem = "ray: the local Ray stopped; reconnecting"
+    leaving, release = threading.Event(), threading.Event()
+
+    def leave() -> None:
+        with cluster._lock:
+            leaving.set()
+            release.wait(10)
+
+    threading.Thread(target=leave, daemon=True).start()
+    assert leaving.wait(5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClusterUnavailable, match="reconnecting"):
+            cluster.submit(None, cpus=1, gpus=0)
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()

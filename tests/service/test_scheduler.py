@@ -24,23 +24,22 @@ from db.models import Study
 from service import repository, trial_queries
 from service.api.cluster import queue_of
 from service.api.views import study_out
-from service.cluster import Crashed, Event
+from service.cluster import Connection, Crashed, Event
 from service.cluster.threads import ThreadCluster, _ThreadTrial
 from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
 from service.scheduler.ledger import Counts, counts_of
 from service.schemas import StudyCreate
 from service.study_spec import StudySpec
+from tests.support.postgres import POSTGRES, fresh_database
 from workers.messages import Placement, Started, TrialRequest
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", POSTGRES])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'scheduler.db'}"
         return
-    request.applymarker(pytest.mark.postgres)
-    from tests.support.postgres import fresh_database  # noqa: PLC0415
 
     with fresh_database() as url:
         yield url
@@ -455,6 +454,46 @@ def test_the_scheduler_the_api_and_the_cluster_view_count_alike(parts) -> None:
     with sessions() as session:
         out = study_out(session, repository.get_study(session, study.id))
     assert (out.counts.finished, out.counts.retried, out.counts.fail) == (5, 3, 3)
+
+
+class LosableCluster(ThreadCluster):
+    """A thread cluster whose connection can be lost, as a lost Ray's is while the service
+    joins it again."""
+
+    def __init__(self) -> None:
+        super().__init__(cpus=4)
+        self.connected = True
+        self.submitted = 0
+
+    def connection(self) -> Connection:
+        return Connection(self.connected, None if self.connected else "ray: lost; reconnecting")
+
+    def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
+        self.submitted += 1
+        return super().submit(request, cpus=cpus, gpus=gpus)
+
+
+def test_nothing_starts_while_the_cluster_is_lost(parts) -> None:
+    """A lost cluster would refuse every trial, each then failed and re-run: the scheduler
+    asks Optuna for none until the cluster is back, then the study runs as usual."""
+    sessions, storage = parts
+    cluster = LosableCluster()
+    cluster.connected = False
+    study = _submit(sessions, storage, "lost", n_trials=2, fixed={"steps": 1})
+    scheduler = Scheduler(sessions, storage, cluster)
+    for _ in range(5):
+        scheduler.tick()
+    scheduler._recorder.flush()
+    assert cluster.submitted == 0
+    assert _trials(storage, "lost") == [], "no trial was asked for, none failed"
+    cluster.connected = True
+    deadline = time.monotonic() + 60
+    while scheduler.counts(study.id) is not None:
+        assert time.monotonic() < deadline, "the study did not end"
+        scheduler.tick()
+    scheduler._recorder.flush()
+    assert cluster.submitted == 2
+    assert [t.state for t in _trials(storage, "lost")] == [TrialState.COMPLETE] * 2
 
 
 # --------------------------------------------------------------------------- stored spec

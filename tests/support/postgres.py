@@ -7,11 +7,17 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+"""The PostgreSQL case of a ``params=["sqlite", POSTGRES]`` fixture, marked at collection:
+``-m "not postgres"`` deselects it, and the lanes (tests/conftest.py) keep it beside the
+test that restarts the server."""
 
 
 def server_url() -> str:
