@@ -6,105 +6,18 @@ with real Ray processes (tests/service/test_faults.py) show the same through the
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import optuna
-import pytest
 from optuna.trial import TrialState
-from sqlalchemy.orm import Session, sessionmaker
 
-from db.engine import create_db_engine, session_factory
-from db.migrate import upgrade
 from db.models import Study
-from service import repository, trial_queries
-from service.api.cluster import queue_of
-from service.api.views import study_out
-from service.cluster import Connection, Crashed, Event
-from service.cluster.threads import ThreadCluster, _ThreadTrial
-from service.optuna_glue import storage_for
+from service import repository
+from service.cluster.threads import ThreadCluster
 from service.scheduler import Scheduler
-from service.scheduler.ledger import Counts, counts_of
-from service.schemas import StudyCreate
-from service.study_spec import StudySpec
-from tests.support.postgres import POSTGRES, fresh_database
-from workers.messages import Placement, Started, TrialRequest
-
-
-@pytest.fixture(params=["sqlite", POSTGRES])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'scheduler.db'}"
-        return
-
-    with fresh_database() as url:
-        yield url
-
-
-@pytest.fixture
-def parts(database: str) -> Iterator[tuple[sessionmaker[Session], optuna.storages.BaseStorage]]:
-    engine = create_db_engine(database)
-    upgrade(engine)
-    storage = storage_for(database)
-    yield session_factory(engine), storage
-    storage.remove_session()
-    storage.engine.dispose()
-    engine.dispose()
-
-
-class FlakyExecutor(ThreadCluster):
-    """Runs trials in threads, except that chosen submissions (0-based, in order) crash."""
-
-    def __init__(
-        self, crash: set[int] | None = None, crash_all: bool = False, cpus: float = 4
-    ) -> None:
-        super().__init__(cpus=cpus)
-        self.crash = crash or set()
-        self.crash_all = crash_all
-        self.submitted: list[TrialRequest] = []
-
-    def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
-        index = len(self.submitted)
-        self.submitted.append(request)
-        if self.crash_all or index in self.crash:
-            trial = _ThreadTrial(queue.Queue(), threading.Event(), cpus, gpus)
-            trial.outcomes.put(Event(Started(Placement("n", "127.0.0.1", "h", 1), "cpu")))
-            trial.outcomes.put(Crashed("WorkerCrashedError: the worker died"))
-            return trial
-        return super().submit(request, cpus=cpus, gpus=gpus)
-
-
-def _submit(sessions, storage, name: str, owner: str = "tester", **fields: Any) -> Study:
-    body: dict[str, Any] = {
-        "name": name,
-        "workload": "synthetic",
-        "optimizer": "adamp",
-        "sampler": "random",
-        "pruner": "none",
-        "seed": 3,
-        "n_trials": 6,
-        "max_concurrent": 2,
-        "fixed": {"steps": 3},
-    }
-    body.update(fields)
-    return repository.create_study(sessions, storage, StudyCreate(**body), owner=owner)
-
-
-def _wait_status(
-    sessions, study_id: int, statuses: tuple[str, ...], timeout_s: float = 60
-) -> Study:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with sessions() as session:
-            study = repository.get_study(session, study_id)
-        if study.status in statuses:
-            return study
-        time.sleep(0.05)
-    raise AssertionError(f"study {study_id} is still {study.status}")
+from tests.support.scheduling import FlakyExecutor, submit_study, trials_of, wait_status
 
 
 def _die(scheduler: Scheduler) -> None:
@@ -114,22 +27,18 @@ def _die(scheduler: Scheduler) -> None:
     scheduler.stop(grace_s=0)
 
 
-def _trials(storage, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-
-
 def test_crashed_trials_are_rerun_and_the_study_still_ends_with_n_trials(parts) -> None:
     sessions, storage = parts
-    study = _submit(sessions, storage, "crashy")
+    study = submit_study(sessions, storage, "crashy")
     executor = FlakyExecutor(crash={0, 1})  # the two first configurations, run side by side
     scheduler = Scheduler(sessions, storage, executor, max_trial_attempts=3)
     scheduler.start()
     try:
-        done = _wait_status(sessions, study.id, ("completed", "failed"))
+        done = wait_status(sessions, study.id, ("completed", "failed"))
     finally:
         scheduler.stop()
     assert done.status == "completed"
-    trials = _trials(storage, "crashy")
+    trials = trials_of(storage, "crashy")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(complete) == 6
@@ -148,15 +57,15 @@ def test_crashed_trials_are_rerun_and_the_study_still_ends_with_n_trials(parts) 
 
 def test_retries_are_bounded(parts) -> None:
     sessions, storage = parts
-    study = _submit(sessions, storage, "always-crashes", n_trials=2, max_concurrent=1)
+    study = submit_study(sessions, storage, "always-crashes", n_trials=2, max_concurrent=1)
     executor = FlakyExecutor(crash_all=True)
     scheduler = Scheduler(sessions, storage, executor, max_trial_attempts=2)
     scheduler.start()
     try:
-        done = _wait_status(sessions, study.id, ("completed", "failed"))
+        done = wait_status(sessions, study.id, ("completed", "failed"))
     finally:
         scheduler.stop()
-    trials = _trials(storage, "always-crashes")
+    trials = trials_of(storage, "always-crashes")
     assert all(t.state == TrialState.FAIL for t in trials)
     # Two configurations, each run at most twice: four trials, two of them final failures.
     assert len(trials) == 4
@@ -166,27 +75,29 @@ def test_retries_are_bounded(parts) -> None:
 
 def test_a_restarted_scheduler_reruns_orphans_and_counts_nothing_twice(parts) -> None:
     sessions, storage = parts
-    study = _submit(sessions, storage, "orphans", n_trials=5, fixed={"steps": 50, "sleep_s": 0.02})
+    study = submit_study(
+        sessions, storage, "orphans", n_trials=5, fixed={"steps": 50, "sleep_s": 0.02}
+    )
     first = Scheduler(sessions, storage, ThreadCluster(cpus=2), lease_s=2)
     first.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        running = [t for t in _trials(storage, "orphans") if t.state == TrialState.RUNNING]
+        running = [t for t in trials_of(storage, "orphans") if t.state == TrialState.RUNNING]
         if len(running) == 2:
             break
         time.sleep(0.05)
     _die(first)
-    orphaned = {t.number for t in _trials(storage, "orphans") if t.state == TrialState.RUNNING}
+    orphaned = {t.number for t in trials_of(storage, "orphans") if t.state == TrialState.RUNNING}
     assert len(orphaned) == 2
 
     second = Scheduler(sessions, storage, ThreadCluster(cpus=2), lease_s=2)
     second.start()
     try:
-        done = _wait_status(sessions, study.id, ("completed", "failed"), timeout_s=60)
+        done = wait_status(sessions, study.id, ("completed", "failed"), timeout_s=60)
     finally:
         second.stop()
     assert done.status == "completed"
-    trials = _trials(storage, "orphans")
+    trials = trials_of(storage, "orphans")
     assert sum(1 for t in trials if t.state == TrialState.COMPLETE) == 5
     for number in orphaned:
         orphan = next(t for t in trials if t.number == number)
@@ -198,14 +109,14 @@ def test_a_restarted_scheduler_reruns_orphans_and_counts_nothing_twice(parts) ->
 
 def test_only_one_of_two_schedulers_runs_trials(parts) -> None:
     sessions, storage = parts
-    study = _submit(sessions, storage, "two-schedulers", n_trials=6)
+    study = submit_study(sessions, storage, "two-schedulers", n_trials=6)
     a_exec, b_exec = FlakyExecutor(), FlakyExecutor()
     a = Scheduler(sessions, storage, a_exec, lease_s=3)
     b = Scheduler(sessions, storage, b_exec, lease_s=3)
     a.start()
     b.start()
     try:
-        _wait_status(sessions, study.id, ("completed",))
+        wait_status(sessions, study.id, ("completed",))
     finally:
         a.stop()
         b.stop()
@@ -216,7 +127,7 @@ def test_only_one_of_two_schedulers_runs_trials(parts) -> None:
 
 def test_the_standby_takes_over_when_the_leader_stops(parts) -> None:
     sessions, storage = parts
-    study = _submit(
+    study = submit_study(
         sessions,
         storage,
         "takeover",
@@ -235,28 +146,28 @@ def test_the_standby_takes_over_when_the_leader_stops(parts) -> None:
     assert b.role == "standby"
     a.stop()  # graceful: its running trial is failed and enqueued to re-run
     try:
-        done = _wait_status(sessions, study.id, ("completed",), timeout_s=60)
+        done = wait_status(sessions, study.id, ("completed",), timeout_s=60)
     finally:
         b.stop()
     assert done.status == "completed"
     assert a_exec.submitted
     assert b_exec.submitted
-    trials = _trials(storage, "takeover")
+    trials = trials_of(storage, "takeover")
     assert sum(1 for t in trials if t.state == TrialState.COMPLETE) == 8
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
 def test_graceful_stop_leaves_nothing_running_and_resumes_later(parts) -> None:
     sessions, storage = parts
-    study = _submit(
+    study = submit_study(
         sessions, storage, "graceful", n_trials=4, fixed={"steps": 100, "sleep_s": 0.02}
     )
     first = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     first.start()
-    while sum(1 for t in _trials(storage, "graceful") if t.state == TrialState.RUNNING) < 2:
+    while sum(1 for t in trials_of(storage, "graceful") if t.state == TrialState.RUNNING) < 2:
         time.sleep(0.05)
     first.stop(grace_s=10)
-    trials = _trials(storage, "graceful")
+    trials = trials_of(storage, "graceful")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.user_attrs.get("stop_reason") == "shutdown"]
     assert len(stopped) == 2
@@ -265,10 +176,10 @@ def test_graceful_stop_leaves_nothing_running_and_resumes_later(parts) -> None:
     second = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     second.start()
     try:
-        done = _wait_status(sessions, study.id, ("completed",), timeout_s=60)
+        done = wait_status(sessions, study.id, ("completed",), timeout_s=60)
     finally:
         second.stop()
-    trials = _trials(storage, "graceful")
+    trials = trials_of(storage, "graceful")
     assert sum(1 for t in trials if t.state == TrialState.COMPLETE) == 4
     assert done.stop_reason == "n_trials"
 
@@ -277,13 +188,15 @@ def test_higher_priority_is_served_first(parts) -> None:
     sessions, storage = parts
     slow = {"steps": 4, "sleep_s": 0.03}
     executor = FlakyExecutor(cpus=2)  # two slots: the studies compete for them
-    low = _submit(sessions, storage, "low", owner="ann", n_trials=12, max_concurrent=2, fixed=slow)
+    low = submit_study(
+        sessions, storage, "low", owner="ann", n_trials=12, max_concurrent=2, fixed=slow
+    )
     scheduler = Scheduler(sessions, storage, executor)
     scheduler.start()
     try:
         while len(executor.submitted) < 2:
             time.sleep(0.02)
-        high = _submit(
+        high = submit_study(
             sessions,
             storage,
             "high",
@@ -293,8 +206,8 @@ def test_higher_priority_is_served_first(parts) -> None:
             priority=10,
             fixed=slow,
         )
-        _wait_status(sessions, high.id, ("completed",))
-        _wait_status(sessions, low.id, ("completed",), timeout_s=60)
+        wait_status(sessions, high.id, ("completed",))
+        wait_status(sessions, low.id, ("completed",), timeout_s=60)
     finally:
         scheduler.stop()
     order = [r.study_id for r in executor.submitted]
@@ -319,27 +232,27 @@ def test_a_trial_that_ignores_its_stop_is_recorded_stopped_after_the_grace(
             forced.append(force)
             super().cancel(handle, force=force)
 
-    study = _submit(
+    study = submit_study(
         sessions, storage, "stuck", n_trials=2, max_concurrent=2, fixed={"steps": 1, "sleep_s": 6}
     )
     scheduler = Scheduler(sessions, storage, Recording(cpus=2))
     scheduler.start()
     try:
         deadline = time.monotonic() + 30
-        while len(_trials(storage, "stuck")) < 2:
+        while len(trials_of(storage, "stuck")) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         repository.cancel_study(sessions, study.id, by="tester")
         scheduler.request_stop(study.id)
         asked = time.monotonic()
-        while any(t.state == TrialState.RUNNING for t in _trials(storage, "stuck")):
+        while any(t.state == TrialState.RUNNING for t in trials_of(storage, "stuck")):
             assert time.monotonic() - asked < 4, "stopped after twice the grace, not the step"
             time.sleep(0.05)
     finally:
         scheduler.stop(grace_s=1)
     assert forced.count(False) == 2
     assert forced.count(True) == 2, "each was killed after the grace"
-    trials = _trials(storage, "stuck")
+    trials = trials_of(storage, "stuck")
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert {t.user_attrs["stop_reason"] for t in trials} == {"cancelled"}
     # The threads (which no executor can kill) end with their step: none outlives the test.
@@ -353,14 +266,14 @@ def test_trials_of_a_study_that_ended_while_no_scheduler_ran_are_closed(parts) -
     """A study cancelled while its trials ran, and no scheduler saw it (the service was
     down): the next scheduler fails those trials instead of leaving them running."""
     sessions, storage = parts
-    study = _submit(sessions, storage, "ended-while-down", n_trials=3)
+    study = submit_study(sessions, storage, "ended-while-down", n_trials=3)
     loaded = optuna.load_study(study_name="ended-while-down", storage=storage)
     left = [loaded.ask(), loaded.ask()]
     loaded.enqueue_trial({"lr": 0.01})
     repository.cancel_study(sessions, study.id, by="tester")
     scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
     scheduler.tick()
-    trials = _trials(storage, "ended-while-down")
+    trials = trials_of(storage, "ended-while-down")
     assert len(trials) == 3
     assert all(t.state == TrialState.FAIL for t in trials), [t.state for t in trials]
     assert {t.number for t in trials} >= {t.number for t in left}
@@ -384,13 +297,13 @@ def test_a_study_is_not_taken_before_its_optuna_study_exists(parts, monkeypatch)
         return real_create(*args, **kwargs)
 
     monkeypatch.setattr(optuna, "create_study", create_after_a_sync)
-    study = _submit(sessions, storage, "row-first")
+    study = submit_study(sessions, storage, "row-first")
     assert [s.optuna_study_id for s in created] == [None]
     with sessions() as session:
         assert repository.get_study(session, study.id).status == "queued"
     scheduler.start()
     try:
-        assert _wait_status(sessions, study.id, ("completed", "failed")).status == "completed"
+        assert wait_status(sessions, study.id, ("completed", "failed")).status == "completed"
     finally:
         scheduler.stop()
 
@@ -420,164 +333,3 @@ def _row_of(study: Study) -> dict[str, Any]:
     """The columns of a study row a new row can copy (not its id or timestamps)."""
     skip = {"id", "created_at", "started_at", "finished_at", "status", "error"}
     return {c.name: getattr(study, c.name) for c in Study.__table__.columns if c.name not in skip}
-
-
-# --------------------------------------------------------------------------- the ledger
-
-
-def test_the_scheduler_the_api_and_the_cluster_view_count_alike(parts) -> None:
-    """Tick by tick, with every write flushed, the scheduler's ledger equals what the API
-    reads from the database (``ledger_rows``), retried crashes included; and the queue of
-    ``/api/v1/cluster`` says the study has trials to start exactly while the ledger does."""
-    sessions, storage = parts
-    executor = FlakyExecutor(crash={0, 1, 3}, cpus=2)
-    study = _submit(sessions, storage, "ledger", n_trials=5, fixed={"steps": 1})
-    scheduler = Scheduler(sessions, storage, executor, max_trial_attempts=3)
-    seen_retried = 0
-    deadline = time.monotonic() + 60
-    while True:
-        assert time.monotonic() < deadline, "the study did not end"
-        scheduler.tick()
-        scheduler._recorder.flush()
-        live = scheduler.counts(study.id)
-        with sessions() as session:
-            stored = counts_of(trial_queries.ledger_rows(session, study.optuna_study_id))
-            running, queued = queue_of(session)
-        if live is None:  # the study ended
-            break
-        assert live == stored
-        assert running == live.running
-        assert bool(queued.get("tester")) == (live.to_start(5) > 0)
-        seen_retried = max(seen_retried, live.retried)
-    assert seen_retried == 3
-    assert stored == Counts(finished=5, succeeded=5, retried=3)
-    with sessions() as session:
-        out = study_out(session, repository.get_study(session, study.id))
-    assert (out.counts.finished, out.counts.retried, out.counts.fail) == (5, 3, 3)
-
-
-class LosableCluster(ThreadCluster):
-    """A thread cluster whose connection can be lost, as a lost Ray's is while the service
-    joins it again."""
-
-    def __init__(self) -> None:
-        super().__init__(cpus=4)
-        self.connected = True
-        self.submitted = 0
-
-    def connection(self) -> Connection:
-        return Connection(self.connected, None if self.connected else "ray: lost; reconnecting")
-
-    def submit(self, request: TrialRequest, *, cpus: float, gpus: float) -> Any:
-        self.submitted += 1
-        return super().submit(request, cpus=cpus, gpus=gpus)
-
-
-def test_nothing_starts_while_the_cluster_is_lost(parts) -> None:
-    """A lost cluster would refuse every trial, each then failed and re-run: the scheduler
-    asks Optuna for none until the cluster is back, then the study runs as usual."""
-    sessions, storage = parts
-    cluster = LosableCluster()
-    cluster.connected = False
-    study = _submit(sessions, storage, "lost", n_trials=2, fixed={"steps": 1})
-    scheduler = Scheduler(sessions, storage, cluster)
-    for _ in range(5):
-        scheduler.tick()
-    scheduler._recorder.flush()
-    assert cluster.submitted == 0
-    assert _trials(storage, "lost") == [], "no trial was asked for, none failed"
-    cluster.connected = True
-    deadline = time.monotonic() + 60
-    while scheduler.counts(study.id) is not None:
-        assert time.monotonic() < deadline, "the study did not end"
-        scheduler.tick()
-    scheduler._recorder.flush()
-    assert cluster.submitted == 2
-    assert [t.state for t in _trials(storage, "lost")] == [TrialState.COMPLETE] * 2
-
-
-# --------------------------------------------------------------------------- stored spec
-
-
-def test_a_missing_workload_fails_its_own_trials_not_the_queue(parts) -> None:
-    """A study whose workload was uninstalled after submission still loads (its stored
-    spec is not checked against today's plug-ins): its trials fail with a message naming
-    the workload, the study fails, and another study in the queue completes."""
-    sessions, storage = parts
-    gone = _submit(sessions, storage, "gone", n_trials=3, max_concurrent=1)
-    fine = _submit(sessions, storage, "fine", n_trials=3)
-    with sessions.begin() as session:
-        row = session.get(Study, gone.id)
-        assert row is not None
-        row.spec = {**row.spec, "workload": "uninstalled-plugin"}
-    scheduler = Scheduler(sessions, storage, ThreadCluster(cpus=2))
-    scheduler.start()
-    try:
-        assert _wait_status(sessions, fine.id, ("completed", "failed")).status == "completed"
-        failed = _wait_status(sessions, gone.id, ("completed", "failed"))
-    finally:
-        scheduler.stop()
-    assert failed.status == "failed"
-    assert "uninstalled-plugin" in (failed.error or "")
-    errors = {t.user_attrs.get("error", "") for t in _trials(storage, "gone")}
-    assert all("uninstalled-plugin" in e for e in errors), errors
-
-
-def test_patch_updates_the_stored_spec(parts) -> None:
-    sessions, storage = parts
-    study = _submit(sessions, storage, "patched", priority=0, max_concurrent=1)
-    repository.update_study(sessions, study.id, {"priority": 7, "max_concurrent": 3}, by="t")
-    with sessions() as session:
-        row = repository.get_study(session, study.id)
-    spec = StudySpec.from_stored(row.spec)
-    assert (row.priority, row.max_concurrent) == (7, 3)
-    assert (spec.priority, spec.max_concurrent) == (7, 3)
-    assert row.spec["version"] == 1
-
-
-# --------------------------------------------------------------------------- preemption
-
-
-def test_a_higher_priority_study_preempts_and_the_preempted_trials_resume(parts) -> None:
-    """Two GPUs held by a low-priority study's trials; a high-priority GPU study arrives:
-    a low trial is stopped at its next report and re-queued with the same parameters
-    (``retry_of``, ``preemptions``; not a failed attempt), the high study's trial starts
-    in its place, and every low-priority configuration still completes."""
-    sessions, storage = parts
-    # Long enough (3 s) that a loaded machine still sees the low trials running when the
-    # high study arrives (0.8 s once let both end first: nothing to preempt).
-    steps = {"steps": 30, "sleep_s": 0.1}
-    gpu = {"gpus": 1, "cpus": 1}
-    low = _submit(
-        sessions, storage, "low-gpu", n_trials=2, max_concurrent=2, resources=gpu, fixed=steps
-    )
-    executor = FlakyExecutor(cpus=8)
-    executor._gpus = 2
-    scheduler = Scheduler(
-        sessions, storage, executor, max_preemptions=1, preempt_non_checkpointing=True
-    )
-    scheduler.start()
-    try:
-        while len(executor.submitted) < 2:
-            time.sleep(0.02)
-        high = _submit(
-            sessions, storage, "high-gpu", n_trials=1, priority=5, resources=gpu, fixed={"steps": 1}
-        )
-        _wait_status(sessions, high.id, ("completed",))
-        _wait_status(sessions, low.id, ("completed",), timeout_s=60)
-    finally:
-        scheduler.stop()
-    order = [r.study_id for r in executor.submitted]
-    assert order[:3] == [low.id, low.id, high.id], "the high trial started before any low one ended"
-    lows = _trials(storage, "low-gpu")
-    preempted = [t for t in lows if t.user_attrs.get("stop_reason") == "preempted"]
-    assert len(preempted) == 1
-    (rerun,) = [t for t in lows if t.user_attrs.get("retry_of") == preempted[0].number]
-    assert rerun.params == preempted[0].params
-    assert rerun.state == TrialState.COMPLETE
-    assert rerun.user_attrs["preemptions"] == 1
-    assert rerun.user_attrs["attempt"] == 1, "a preemption is not a failed attempt"
-    assert sum(t.state == TrialState.COMPLETE for t in lows) == 2
-    with sessions() as session:
-        kinds = [e.kind for e in repository.get_study(session, low.id).events]
-    assert kinds.count("trial_preempted") == 1
