@@ -175,9 +175,11 @@ class RayCluster:
 
     def _lose(self) -> None:
         what = "the local Ray stopped" if self._started_here else f"lost Ray at {self._where()}"
-        when = "at the next start" if self._stopping.is_set() else "once Ray is back"
+        stopping = self._stopping.is_set()
+        when = "at the next start" if stopping else "once Ray is back"
         log.error("%s: its running trials are re-run %s", what, when)
-        self._connected, self._problem = False, f"ray: {what}; reconnecting"
+        then = "not joined again: the service is stopping" if stopping else "reconnecting"
+        self._connected, self._problem = False, f"ray: {what}; {then}"
         self._session += 1  # every trial submitted before is lost with it
         self._orphans += self._ended
         self._ended = []
