@@ -39,8 +39,9 @@ from service.cluster.ray_connection import (
     NAMESPACE,
     connect_ray,
     disconnect_ray,
+    has_ended,
     host_port,
-    process_name,
+    local_ray_core,
     read_gcs,
 )
 from service.settings import Settings
@@ -125,11 +126,7 @@ class RayCluster:
             self._started_here = connect_ray(self._settings)
             self._gcs = host_port(ray.get_runtime_context().gcs_address)
             self._local = (
-                [
-                    p
-                    for p in psutil.Process().children(recursive=True)
-                    if process_name(p) in ("gcs_server", "raylet")
-                ]
+                local_ray_core(psutil.Process().children(recursive=True))
                 if self._started_here
                 else []
             )
@@ -140,7 +137,7 @@ class RayCluster:
     def _alive(self) -> bool:
         """Whether Ray is still there, asked without calling Ray."""
         if self._local:
-            return all(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in self._local)
+            return not any(has_ended(p) for p in self._local)
         return self._reachable()
 
     def _supervise(self) -> None:

@@ -101,13 +101,21 @@ def disconnect_ray(started_here: bool, timeout_s: float = 5.0, *, for_good: bool
 
 def _core_gone(children: list[psutil.Process]) -> bool:
     """Whether the GCS or the raylet of the local Ray this process started has ended."""
-    core = [p for p in children if process_name(p) in ("gcs_server", "raylet")]
+    core = local_ray_core(children)
     try:
-        return not core or any(
-            not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in core
-        )
+        return not core or any(has_ended(p) for p in core)
     except psutil.Error:
         return True
+
+
+def local_ray_core(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The GCS and the raylet among ``processes``: a local Ray is gone when either ends."""
+    return [p for p in processes if process_name(p) in ("gcs_server", "raylet")]
+
+
+def has_ended(proc: psutil.Process) -> bool:
+    """Whether ``proc`` has exited (a zombie not yet reaped counts)."""
+    return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
 
 
 def host_port(address: str) -> tuple[str, int] | None:
