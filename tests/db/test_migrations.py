@@ -15,18 +15,14 @@ from sqlalchemy.engine import Engine
 from db.engine import create_db_engine
 from db.migrate import VERSION_TABLE, alembic_config, current_revision, head_revision, upgrade
 from db.models import Base
-from tests.support.postgres import POSTGRES, fresh_database
+from tests.support.postgres import POSTGRES, sqlite_or_postgres
 
 OURS = {t.name for t in Base.metadata.sorted_tables}
 
 
 @pytest.fixture(params=["sqlite", POSTGRES])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-        return
-
-    with fresh_database() as fresh:
+    with sqlite_or_postgres(request.param, tmp_path / "m.db") as fresh:
         yield fresh
 
 

@@ -6,34 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import optuna
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
-from db.engine import create_db_engine, session_factory
-from db.migrate import upgrade
-from service.optuna_glue import storage_for
-from tests.support.postgres import POSTGRES, fresh_database
+from tests.support.postgres import POSTGRES, sqlite_or_postgres
+from tests.support.scheduling import Parts, migrated
 
 
 @pytest.fixture(params=["sqlite", POSTGRES])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A SQLite file of the test's own, or a fresh PostgreSQL database (dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'scheduler.db'}"
-        return
-
-    with fresh_database() as url:
+    with sqlite_or_postgres(request.param, tmp_path / "scheduler.db") as url:
         yield url
 
 
 @pytest.fixture
-def parts(database: str) -> Iterator[tuple[sessionmaker[Session], optuna.storages.BaseStorage]]:
+def parts(database: str) -> Iterator[Parts]:
     """The migrated database's sessions and its Optuna storage, as a scheduler takes them."""
-    engine = create_db_engine(database)
-    upgrade(engine)
-    storage = storage_for(database)
-    yield session_factory(engine), storage
-    storage.remove_session()
-    storage.engine.dispose()
-    engine.dispose()
+    with migrated(database) as parts:
+        yield parts

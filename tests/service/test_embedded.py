@@ -33,7 +33,7 @@ from tests.support.ray_loss import (
     ray_problem,
     started_running,
 )
-from tests.support.service_process import ServiceProcess
+from tests.support.service_process import ServiceProcess, embedded_env
 from tests.support.studies import all_trials, submit, synthetic, wait_for
 
 pytestmark = pytest.mark.ray
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.ray
 
 def _embedded(tmp_path: Path, log: Path) -> ServiceProcess:
     """``adamp-tune serve`` with no configuration but a data dir and a 2-CPU local Ray."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ADAMP_TUNE_"))}
+    env = embedded_env()
     env["ADAMP_TUNE_DATA_DIR"] = str(tmp_path / "data")
     env["ADAMP_TUNE_RAY_NUM_CPUS"] = "2"
     log.write_bytes(b"")

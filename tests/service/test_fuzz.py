@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.support.in_process import InProcessService
-from tests.support.service_process import ServiceProcess
+from tests.support.service_process import ServiceProcess, embedded_env
 from tests.support.studies import all_trials, submit, synthetic, wait_for
 from tests.support.tokens import make_tokens
 
@@ -57,12 +57,11 @@ def target(
             kept = all_trials(alice, study["id"])
     finally:
         maker.stop()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ADAMP_TUNE_"))}
     # The fuzzer is a client without think time by design; its job is finding 5xx, not
     # meeting the rate limits (tests/service/test_rate_limits.py), so they are off here.
     service = ServiceProcess.start(
         url,
-        base,
+        embedded_env(),
         artifacts_dir / "service-fuzz.log",
         auth="required",
         rate_limit_per_s="0",

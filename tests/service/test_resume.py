@@ -19,36 +19,25 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from sqlalchemy import update
-from sqlalchemy.orm import Session, sessionmaker
 
-from db.engine import create_db_engine, session_factory
-from db.migrate import upgrade
 from db.models import Study, utcnow
 from service import repository
 from service.checkpoints.retention import sweep
 from service.cluster import Crashed, Ended, Event
 from service.cluster.threads import ThreadCluster, _ThreadTrial
-from service.optuna_glue import storage_for
 from service.scheduler import Scheduler
 from service.schemas import StudyCreate
+from tests.support.scheduling import Parts, migrated
 from workers.checkpoint_format import encode
 from workers.checkpoints import CheckpointStore
 from workers.messages import Placement, Report, TrialRequest
 from workers.runner import run_trial
 
-Parts = tuple[sessionmaker[Session], optuna.storages.BaseStorage]
-
 
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[Parts]:
-    url = f"sqlite:///{tmp_path / 'resume.db'}"
-    engine = create_db_engine(url)
-    upgrade(engine)
-    storage = storage_for(url)
-    yield session_factory(engine), storage
-    storage.remove_session()
-    storage.engine.dispose()
-    engine.dispose()
+    with migrated(f"sqlite:///{tmp_path / 'resume.db'}") as parts:
+        yield parts
 
 
 class CrashingCluster(ThreadCluster):

@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -27,6 +28,17 @@ def server_url() -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+@contextmanager
+def sqlite_or_postgres(kind: str, sqlite_file: Path) -> Iterator[str]:
+    """The URL of an empty database for a ``params=["sqlite", POSTGRES]`` fixture:
+    ``sqlite_file``, or a fresh PostgreSQL database dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
+        return
+    with fresh_database() as url:
+        yield url
 
 
 @contextmanager

@@ -6,16 +6,39 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
+from sqlalchemy.orm import Session, sessionmaker
 
+from db.engine import create_db_engine, session_factory
+from db.migrate import upgrade
 from db.models import Study
 from service import repository
 from service.cluster import Crashed, Event
 from service.cluster.threads import ThreadCluster, _ThreadTrial
+from service.optuna_glue import storage_for
 from service.schemas import StudyCreate
 from workers.messages import Placement, Started, TrialRequest
+
+Parts = tuple[sessionmaker[Session], optuna.storages.BaseStorage]
+
+
+@contextmanager
+def migrated(url: str) -> Iterator[Parts]:
+    """The database at ``url``, migrated, as a scheduler takes it: sessions and its Optuna
+    storage; every connection closed afterwards."""
+    engine = create_db_engine(url)
+    upgrade(engine)
+    storage = storage_for(url)
+    try:
+        yield session_factory(engine), storage
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+        engine.dispose()
 
 
 class FlakyExecutor(ThreadCluster):

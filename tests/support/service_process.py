@@ -17,6 +17,12 @@ from tests.support.processes import kill_tree, wait_until
 ADAMP_TUNE = str(Path(sys.executable).with_name("adamp-tune"))
 
 
+def embedded_env() -> dict[str, str]:
+    """This environment without Ray's or adamp-tune's variables: a service started with it
+    runs the embedded default (SQLite, a local Ray of its own), as on a new user's machine."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ADAMP_TUNE_"))}
+
+
 @dataclass
 class ServiceProcess:
     """One running service; ``restart()`` starts it again on the same database."""
